@@ -1,0 +1,148 @@
+"""Edge populations, read only for the targets a rank owns.
+
+With `indices/target_to_source` a rank reads the edge-id ranges of its own
+targets; without it, the target column is scanned once with numpy. Columns are
+then read as contiguous runs (or whole, when the selection is dense), never edge
+by edge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from sonatarun.circuit.types_table import read_types_table
+from sonatarun.errors import CircuitError
+
+_CORE = ("source_node_id", "target_node_id", "edge_type_id", "edge_group_id", "edge_group_index")
+_DENSE = 0.25  # above this fraction of all edges, read whole columns and index in memory
+
+
+def ranges_to_ids(ranges: np.ndarray) -> np.ndarray:
+    """Expand [start, end) rows into one array of ids without a Python loop."""
+    if len(ranges) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = ranges[:, 0].astype(np.int64)
+    lengths = (ranges[:, 1] - ranges[:, 0]).astype(np.int64)
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(lengths.sum(), dtype=np.int64) + offsets
+
+
+def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
+    """ds[ids] for sorted ids, as few hyperslab reads as the runs in `ids` allow."""
+    n = ds.shape[0]
+    if len(ids) == 0:
+        return ds[0:0]
+    if len(ids) > _DENSE * n:
+        return ds[()][ids]
+    breaks = np.nonzero(np.diff(ids) != 1)[0] + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(ids)]])
+    if len(starts) > 2000:  # many tiny runs: one pass over the covering span is cheaper
+        lo, hi = int(ids[0]), int(ids[-1]) + 1
+        return ds[lo:hi][ids - lo]
+    return np.concatenate([ds[int(ids[s]):int(ids[e - 1]) + 1] for s, e in zip(starts, ends)])
+
+
+@dataclass
+class EdgePopulation:
+    name: str
+    h5_path: Path
+    types_path: Path
+    types: pd.DataFrame = field(repr=False)
+    source_population: str = ""
+    target_population: str = ""
+    size: int = 0
+
+    @classmethod
+    def open_all(cls, h5_path: Path, types_path: Path) -> list["EdgePopulation"]:
+        types = read_types_table(types_path, "edge_type_id")
+        out = []
+        try:
+            with h5py.File(h5_path, "r") as f:
+                if "edges" not in f:
+                    raise CircuitError("no /edges group: not a SONATA edges file", file=h5_path)
+                for name, g in f["edges"].items():
+                    for key in _CORE[:2]:
+                        if key not in g:
+                            raise CircuitError(f"edge population '{name}' lacks '{key}'", file=h5_path,
+                                               key=f"/edges/{name}/{key}")
+                    src = g["source_node_id"].attrs.get("node_population")
+                    tgt = g["target_node_id"].attrs.get("node_population")
+                    if src is None or tgt is None:
+                        raise CircuitError(f"edge population '{name}' does not say which node populations it joins",
+                                           file=h5_path, key=f"/edges/{name}/source_node_id@node_population")
+                    dec = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+                    out.append(cls(name, h5_path, types_path, types, dec(src), dec(tgt), g["target_node_id"].shape[0]))
+        except OSError as exc:
+            raise CircuitError(f"cannot open as HDF5: {exc}", file=h5_path) from exc
+        return out
+
+    def edge_ids_for_targets(self, targets: np.ndarray) -> np.ndarray:
+        """Sorted ids of the edges whose target is in `targets` (node ids of the target population)."""
+        targets = np.asarray(targets, dtype=np.int64)
+        with h5py.File(self.h5_path, "r") as f:
+            g = f["edges"][self.name]
+            idx = g.get("indices/target_to_source")
+            if idx is not None and "node_id_to_ranges" in idx and "range_to_edge_id" in idx:
+                n2r = idx["node_id_to_ranges"][()]
+                valid = targets[targets < len(n2r)]
+                rr = n2r[valid]
+                range_rows = ranges_to_ids(rr)
+                if len(range_rows) == 0:
+                    return np.zeros(0, dtype=np.int64)
+                r2e = idx["range_to_edge_id"]
+                ranges = r2e[()][range_rows] if len(range_rows) > _DENSE * r2e.shape[0] else read_rows(r2e, range_rows)
+                return np.sort(ranges_to_ids(ranges))
+            tgt = g["target_node_id"][()]
+        return np.nonzero(np.isin(tgt, targets))[0].astype(np.int64)
+
+    def read(self, edge_ids: np.ndarray) -> pd.DataFrame:
+        """Core columns plus every group column for `edge_ids` (sorted), one row per edge."""
+        ids = np.asarray(edge_ids, dtype=np.int64)
+        cols: dict[str, np.ndarray] = {"edge_id": ids}
+        with h5py.File(self.h5_path, "r") as f:
+            g = f["edges"][self.name]
+            for key in _CORE:
+                if key in g:
+                    cols[key] = read_rows(g[key], ids)
+                elif key == "edge_type_id":
+                    raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
+                                       key=f"/edges/{self.name}/edge_type_id")
+                else:
+                    cols[key] = np.zeros(len(ids), dtype=np.int64) if key == "edge_group_id" else ids.copy()
+            frame = pd.DataFrame(cols)
+            for grp_id in np.unique(cols["edge_group_id"]) if len(ids) else []:
+                grp = g.get(str(grp_id))
+                if grp is None:
+                    continue
+                rows = np.nonzero(cols["edge_group_id"] == grp_id)[0]
+                gidx = cols["edge_group_index"][rows]
+                order = np.argsort(gidx, kind="stable")
+                for col, ds in grp.items():
+                    if not isinstance(ds, h5py.Dataset):
+                        continue
+                    vals = np.empty(len(rows), dtype=ds.dtype if ds.dtype.kind not in "SO" else object)
+                    vals[order] = read_rows(ds, gidx[order])
+                    if col not in frame.columns:
+                        frame[col] = np.nan if vals.dtype.kind in "fiu" else None
+                    column = frame[col].to_numpy(copy=True)
+                    if vals.dtype.kind in "fiu" and column.dtype.kind in "fiu":
+                        column = column.astype(np.result_type(column.dtype, vals.dtype, np.float64))
+                    else:
+                        column = column.astype(object)
+                    column[rows] = vals
+                    frame[col] = column
+        return frame
+
+    @cached_property
+    def type_columns(self) -> list[str]:
+        return [c for c in self.types.columns if c != "edge_type_id"]
