@@ -1,0 +1,113 @@
+"""Compiled NEURON mechanisms: nrnivmodl output cached by the content of the .mod files.
+
+Compiling is slow and the wheel's nrnivmodl writes into the working directory, so
+each distinct set of .mod files is compiled once into
+``$SONATARUN_CACHE`` (default ``~/.cache/sonatarun``)/mechanisms/<hash>/ and loaded
+from there by every later run, rank and container that shares the cache.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sonatarun.errors import EngineError
+
+PACKAGE_MOD_DIR = Path(__file__).with_name("mod")
+
+
+def cache_root() -> Path:
+    root = os.environ.get("SONATARUN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sonatarun")
+    return Path(root) / "mechanisms"
+
+
+def mod_files(directory: Path) -> list[Path]:
+    """The .mod files of a mechanisms dir (BMTK keeps them in `modfiles/` below it)."""
+    directory = Path(directory)
+    files = sorted(directory.glob("*.mod"))
+    if not files and (directory / "modfiles").is_dir():
+        files = sorted((directory / "modfiles").glob("*.mod"))
+    return files
+
+
+def content_key(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    import neuron
+
+    h.update(getattr(neuron, "__version__", "").encode())
+    h.update(platform.machine().encode())
+    for f in sorted(files, key=lambda p: p.name):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _library(build_dir: Path) -> Path | None:
+    for arch in (platform.machine(), "x86_64", "aarch64", "arm64"):
+        lib = build_dir / arch / ".libs" / "libnrnmech.so"
+        if lib.exists():
+            return lib
+        lib = build_dir / arch / "libnrnmech.so"
+        if lib.exists():
+            return lib
+    return None
+
+
+def build(directory: Path, *, log=None) -> Path:
+    """Compile the .mod files of `directory` (once per content) and return the libnrnmech.so path."""
+    files = mod_files(directory)
+    if not files:
+        raise EngineError("no .mod files found", file=directory, key="components.mechanisms_dir",
+                          fix="point mechanisms_dir at a folder holding .mod files (or modfiles/*.mod)")
+    target = cache_root() / content_key(files)
+    lib = _library(target)
+    if lib:
+        return lib
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.with_suffix(".lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # ranks and parallel jobs compile once, the others wait
+        lib = _library(target)
+        if lib:
+            return lib
+        if log:
+            log.info("compiling %d NEURON mechanisms from %s (once; cached in %s)", len(files), directory, target)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "mod").mkdir(parents=True)
+        for f in files:
+            shutil.copy2(f, tmp / "mod" / f.name)
+        nrnivmodl = shutil.which("nrnivmodl", path=os.path.dirname(sys.executable) + os.pathsep +
+                                 os.environ.get("PATH", ""))
+        if not nrnivmodl:
+            raise EngineError("nrnivmodl not found", fix="install NEURON (pip install neuron) in this environment")
+        proc = subprocess.run([nrnivmodl, "mod"], cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0 or not _library(tmp):
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise EngineError(f"nrnivmodl failed:\n{tail}", file=directory,
+                              fix="fix the .mod file named above (a C compiler is needed: apt-get install gcc)")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return _library(target)  # type: ignore[return-value]
+
+
+_LOADED: set[str] = set()
+
+
+def load(directory: Path, *, log=None) -> Path:
+    """Compile if needed and load into this process's NEURON (once per library)."""
+    lib = build(directory, log=log)
+    if str(lib) not in _LOADED:
+        from neuron import h
+
+        if not h.nrn_load_dll(str(lib)):
+            raise EngineError(f"NEURON could not load {lib}", file=directory,
+                              fix=f"delete {lib.parent.parent} to rebuild it")
+        _LOADED.add(str(lib))
+    return lib
