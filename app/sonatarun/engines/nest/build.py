@@ -1,0 +1,260 @@
+"""Turn the rank-local plan into NEST nodes and connections, in bulk.
+
+One ``nest.Create`` per node type, one ``nest.Connect`` (array form, ``one_to_one``)
+per edge type: no Python per cell or per edge. The creation order follows BMTK's
+PointNet (populations in order, node types in order of first appearance, spike
+generators after the recurrent connections) so NEST assigns the same relative node
+ids and delivers spikes in the same order, which keeps spike times bit-identical.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sonatarun.engines.base import CellBatch, ConnectionBatch, CurrentClamp, SpikeTrains
+from sonatarun.engines.nest.models import VIRTUAL_MODEL_TYPES, resolve_model, split_template
+from sonatarun.errors import EngineError, InputError
+
+# BMTK PointNet's built-in weight functions multiply syn_weight by nsyns themselves; a
+# user weight function's result is taken as the final weight (bmtk pointnet
+# default_setters/synaptic_weights.py and sonata_adaptors.PointEdgeAdaptor.get_batches).
+NSYNS_WEIGHT_FUNCTIONS = frozenset({"default_weight_fnc", "set_syn_weight", "wmax"})
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == "" or \
+        str(value).lower() in ("none", "null", "nan")
+
+
+def order_cell_batches(batches: list[CellBatch]) -> list[CellBatch]:
+    """Populations in the order given; inside one, node types by first node id (BMTK's Counter order)."""
+    pop_rank: dict[str, int] = {}
+    for b in batches:
+        pop_rank.setdefault(b.population, len(pop_rank))
+    return sorted(batches, key=lambda b: (pop_rank[b.population],
+                                          int(np.min(b.node_ids)) if len(b) else 0))
+
+
+@dataclass
+class GidMap:
+    """gid <-> NEST node id, as dense lookup arrays (gids are population offset + node id)."""
+
+    gid_to_nest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    nest_to_gid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def add(self, gids: np.ndarray, nest_ids: np.ndarray) -> None:
+        gids = np.asarray(gids, dtype=np.int64)
+        nest_ids = np.asarray(nest_ids, dtype=np.int64)
+        if len(gids) == 0:
+            return
+        self.gid_to_nest = _grow(self.gid_to_nest, int(gids.max()) + 1)
+        self.nest_to_gid = _grow(self.nest_to_gid, int(nest_ids.max()) + 1)
+        if np.any(self.gid_to_nest[gids] >= 0):
+            dup = gids[self.gid_to_nest[gids] >= 0][0]
+            raise EngineError(f"gid {dup} was built twice", fix="report this as a sonatarun bug")
+        self.gid_to_nest[gids] = nest_ids
+        self.nest_to_gid[nest_ids] = gids
+
+    def nest_ids(self, gids: np.ndarray, *, what: str) -> np.ndarray:
+        gids = np.asarray(gids, dtype=np.int64)
+        bad = (gids >= len(self.gid_to_nest))
+        if not bad.any():
+            out = self.gid_to_nest[gids]
+            bad = out < 0
+            if not bad.any():
+                return out
+        raise EngineError(f"{what}: gid {int(gids[bad][0])} has no NEST node", key=what,
+                          fix="check that the node population is listed under networks.nodes")
+
+    def gids(self, nest_ids: np.ndarray) -> np.ndarray:
+        return self.nest_to_gid[np.asarray(nest_ids, dtype=np.int64)]
+
+
+def _grow(arr: np.ndarray, size: int) -> np.ndarray:
+    if len(arr) >= size:
+        return arr
+    out = np.full(size, -1, dtype=np.int64)
+    out[:len(arr)] = arr
+    return out
+
+
+def _ids(collection) -> np.ndarray:
+    return np.asarray(collection.tolist(), dtype=np.int64)
+
+
+def create_cells(nest, batch: CellBatch, log: logging.Logger):
+    """One nest.Create for the whole batch; per-node h5 dynamics set with one array call per column."""
+    model = resolve_model(batch)
+    where = f"{batch.population} node_type_id {batch.node_type_id}"
+    if model.name not in nest.node_models:
+        raise EngineError(f"NEST has no model '{model.name}'", key=f"{where}: model_template",
+                          fix="use a model listed by nest.node_models, or install its extension module "
+                              "(components.nest_modules)")
+    try:
+        nodes = nest.Create(model.name, len(batch), params=model.params or None)
+    except Exception as exc:
+        raise EngineError(f"NEST cannot create {model.name} with parameters {sorted(model.params)}: {exc}",
+                          key=f"{where}: dynamics_params",
+                          fix="use parameter names and units of the NEST model (see nest.GetDefaults)") from exc
+    for col, values in (batch.node_dynamics or {}).items():
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            have = np.nonzero(~np.isnan(values))[0]
+        else:
+            have = np.arange(len(values))
+        if len(have) == 0:
+            continue
+        target = nodes if len(have) == len(nodes) else nodes[have.tolist()]
+        try:
+            target.set({col: values[have].tolist()})
+        except Exception as exc:
+            raise EngineError(f"NEST rejected per-node parameter '{col}' for {model.name}: {exc}",
+                              key=f"{where}: dynamics_params/{col}",
+                              fix="per-node dynamics_params columns must be scalar parameters of the model") from exc
+    log.debug("created %d %s for %s", len(batch), model.name, where)
+    return nodes
+
+
+def connection_weights(batch: ConnectionBatch) -> np.ndarray:
+    """syn_weight x nsyns unless a user weight function already produced the final weight."""
+    weights = np.asarray(batch.weights, dtype=np.float64)
+    fn = batch.type_attrs.get("weight_function") if batch.type_attrs else None
+    if _blank(fn) or str(fn) in NSYNS_WEIGHT_FUNCTIONS:
+        nsyns = np.asarray(batch.nsyns, dtype=np.float64) if batch.nsyns is not None else None
+        if nsyns is not None and len(nsyns) == len(weights):
+            weights = weights * nsyns
+    return weights
+
+
+def synapse_spec(batch: ConnectionBatch, resolution: float) -> dict[str, Any]:
+    """The nest.Connect syn_spec: model from model_template, dynamics JSON, then delay and weight arrays."""
+    where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
+    template = batch.model_template
+    if _blank(template):
+        model = "static_synapse"
+    else:
+        model = str(template)
+        if model.startswith("nest:"):
+            model = split_template(model, where=f"{where}: model_template")[1]
+    spec: dict[str, Any] = {"synapse_model": model}
+    spec.update(batch.dynamics or {})
+    delays = np.asarray(batch.delays, dtype=np.float64)
+    if len(delays) and np.isnan(delays).any():
+        raise EngineError("edges have no delay", key=f"{where}: delay",
+                          fix="add a delay column to the edge types CSV or the edges h5 group")
+    if len(delays) and delays.min() < resolution - 1e-12:
+        raise EngineError(f"delay {delays.min()} ms is shorter than dt ({resolution} ms)", key=f"{where}: delay",
+                          fix="NEST needs delays >= dt: lower run.dt or raise the delays")
+    spec["delay"] = delays
+    spec["weight"] = connection_weights(batch)
+    return spec
+
+
+def connect(nest, batch: ConnectionBatch, gid_map: GidMap, resolution: float) -> None:
+    """nest.Connect in array form (NEST's connect_arrays fast path), as BMTK does."""
+    if len(batch) == 0:
+        return
+    where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
+    spec = synapse_spec(batch, resolution)
+    if spec["synapse_model"] not in nest.synapse_models:
+        raise EngineError(f"NEST has no synapse model '{spec['synapse_model']}'", key=f"{where}: model_template",
+                          fix="use a model listed by nest.synapse_models (static_synapse, stdp_synapse, ...)")
+    src = gid_map.nest_ids(batch.source_gids, what=f"{where}: source")
+    tgt = gid_map.nest_ids(batch.target_gids, what=f"{where}: target")
+    try:
+        nest.Connect(src, tgt, conn_spec="one_to_one", syn_spec=spec)
+    except Exception as exc:
+        raise EngineError(f"NEST cannot connect {where} with {spec['synapse_model']}: {exc}", key=where,
+                          fix="check the synapse dynamics_params (e.g. receptor_type 1..4 onto glif_psc; "
+                              "plastic synapses cannot start at virtual spike generators)") from exc
+
+
+def create_spike_generators(nest, batch: CellBatch, params: dict[str, Any]):
+    return nest.Create("spike_generator", len(batch), params=dict(params))
+
+
+def set_spike_trains(nest, trains: SpikeTrains, generators: dict[int, Any], gid_map: GidMap,
+                     offset: float = 0.0) -> int:
+    """Give each virtual cell's generator its spike times (sorted, > 0 ms, like BMTK requires)."""
+    gids = np.asarray(trains.gids, dtype=np.int64)
+    nest_ids = gid_map.nest_ids(gids, what=f"inputs.{trains.name}") if len(gids) else gids
+    not_virtual = [int(g) for g, n in zip(gids, nest_ids) if int(n) not in generators]
+    if not_virtual:
+        raise InputError(f"gid {not_virtual[0]} is not a virtual node; spike trains play only from virtual nodes",
+                         key=f"inputs.{trains.name}.node_set",
+                         fix="point node_set at a population whose model_type is virtual")
+    merged: dict[int, np.ndarray] = {}
+    for nid, times in zip(nest_ids.tolist(), trains.times):
+        t = np.asarray(times, dtype=np.float64)
+        if len(t) == 0:
+            continue
+        if np.any(t <= 0.0):
+            raise InputError(f"spike train of gid {int(gid_map.gids([nid])[0])} has a time <= 0 ms "
+                             f"({float(t.min())}); NEST cannot play it", key=f"inputs.{trains.name}",
+                             fix="shift or drop spikes at t <= 0")
+        prev = merged.get(nid)
+        if prev is None:
+            prev = np.asarray(generators[nid].get("spike_times"), dtype=np.float64)
+        merged[nid] = np.sort(np.concatenate([prev, t + offset]))
+    if not merged:
+        return 0
+    ids = sorted(merged)
+    collection = nest.NodeCollection(ids)
+    try:
+        collection.set([{"spike_times": merged[i]} for i in ids])
+    except Exception as exc:
+        raise InputError(f"NEST rejected spike times: {exc}", key=f"inputs.{trains.name}",
+                         fix="with precise_times false, spike times must lie on the dt grid "
+                             "(or set run.allow_offgrid_spikes true)") from exc
+    return sum(len(v) for v in merged.values())
+
+
+def clamp_steps(clamp: CurrentClamp, dt: float, log: logging.Logger) -> tuple[list[float], list[float]]:
+    """step_current_generator times/values exactly as BMTK PointNet's IClampMod builds them.
+
+    Onsets at or before dt are skipped (NEST cannot change a current at t <= dt); each
+    pulse switches off at delay + duration unless the next pulse starts earlier.
+    """
+    times: list[float] = []
+    values: list[float] = []
+    n = len(clamp.delays)
+    for i in range(n):
+        start = float(clamp.delays[i])
+        if start <= dt:
+            log.warning("current clamp %s: onset %.4g ms <= dt skipped (as BMTK PointNet does)", clamp.name, start)
+            continue
+        times.append(start)
+        values.append(float(clamp.amps[i]))
+        stop = start + float(clamp.durations[i])
+        if i + 1 == n or stop <= float(clamp.delays[i + 1]):
+            times.append(stop)
+            values.append(0.0)
+    return times, values
+
+
+def add_current_clamp(nest, clamp: CurrentClamp, gid_map: GidMap, dt: float, log: logging.Logger):
+    """One step_current_generator per clamp, connected to every target with delay dt.
+
+    Amplitudes are passed to NEST unchanged, i.e. in pA, as BMTK PointNet does.
+    """
+    if not (len(clamp.amps) == len(clamp.delays) == len(clamp.durations)):
+        raise InputError("amp, delay and duration must have the same length", key=f"inputs.{clamp.name}")
+    times, values = clamp_steps(clamp, dt, log)
+    try:
+        gen = nest.Create("step_current_generator",
+                          params={"amplitude_times": times, "amplitude_values": values})
+    except Exception as exc:
+        raise InputError(f"NEST rejected the current clamp steps {times}: {exc}", key=f"inputs.{clamp.name}",
+                         fix="delays and delay+duration must be multiples of dt and strictly increasing") from exc
+    targets = gid_map.nest_ids(clamp.gids, what=f"inputs.{clamp.name}")
+    if len(targets):
+        nest.Connect(gen, nest.NodeCollection(sorted(set(targets.tolist()))), syn_spec={"delay": dt})
+    return gen
+
+
+def is_virtual(batch: CellBatch) -> bool:
+    return batch.model_type in VIRTUAL_MODEL_TYPES

@@ -1,0 +1,171 @@
+"""The NEST engine: BMTK PointNet semantics, built in bulk, run in blocks.
+
+The simulation layer calls build_cells, build_connections, add_stimulus (per input),
+add_probe (per report), prepare, then advance/drain_spikes per block, then finish.
+Each block is one Prepare/Run/Cleanup cycle (what BMTK's block mode does with
+nest.Simulate), so the recorders can be emptied between blocks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, Engine, Probe, ProbeSpec,
+                                    RunSettings, SpikeTrains)
+from sonatarun.engines.nest import build, kernel
+from sonatarun.engines.nest.recorders import MultimeterProbe, SpikeRecorder
+from sonatarun.engines.registry import register
+from sonatarun.errors import EngineError
+from sonatarun.mpi import Comm
+
+
+def engine_options(settings: RunSettings) -> dict[str, Any]:
+    """NEST-specific run keys (precise_times, allow_offgrid_spikes, nest_modules) if the plan carries them."""
+    opts = dict(getattr(settings, "engine_options", None) or {})
+    modules = settings.components.get("nest_modules") if settings.components else None
+    if modules is not None and "nest_modules" not in opts:
+        opts["nest_modules"] = [str(modules)]
+    return opts
+
+
+@register("nest")
+class NestEngine(Engine):
+    def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
+        super().__init__(settings, comm, log)
+        self.nest = kernel.import_nest(quiet=settings.quiet)
+        kernel.check_single_process(self.nest, comm)
+        self.options = engine_options(settings)
+        kernel.configure(self.nest, settings, self.options)
+        self.gid_map = build.GidMap()
+        self._neurons: list = []                       # NodeCollections of non-virtual cells, creation order
+        self._virtual: list[CellBatch] = []
+        self._generators: dict[int, Any] = {}          # nest id -> spike_generator (1-node collection)
+        self._recordables: dict[int, set[str]] = {}
+        self._recorder: SpikeRecorder | None = None
+        self._probes: list[MultimeterProbe] = []
+        self._stimuli: list = []
+        self._connected = False
+        self.stats: dict[str, int] = {"cells": 0, "virtual": 0, "edges": 0}
+
+    # -- model ---------------------------------------------------------------
+    def build_cells(self, batches: list[CellBatch]) -> None:
+        for batch in build.order_cell_batches(batches):
+            if len(batch) == 0:
+                continue
+            if build.is_virtual(batch):
+                self._virtual.append(batch)
+                continue
+            nodes = build.create_cells(self.nest, batch, self.log)
+            ids = np.asarray(nodes.tolist(), dtype=np.int64)
+            self.gid_map.add(batch.gids, ids)
+            self._neurons.append(nodes)
+            recordables = set(nodes[0].get("recordables"))
+            for nid in ids.tolist():
+                self._recordables[nid] = recordables
+            self.stats["cells"] += len(batch)
+
+    def _create_generators(self) -> None:
+        """Spike generators for virtual cells, after the recurrent edges (BMTK's order)."""
+        sg_params: dict[str, Any] = {"precise_times": bool(self.options.get("precise_times", True))}
+        if self.options.get("allow_offgrid_spikes"):
+            sg_params["allow_offgrid_times"] = True
+        for batch in self._virtual:
+            gens = build.create_spike_generators(self.nest, batch, sg_params)
+            ids = np.asarray(gens.tolist(), dtype=np.int64)
+            self.gid_map.add(batch.gids, ids)
+            for i, nid in enumerate(ids.tolist()):
+                self._generators[nid] = gens[i]
+            self.stats["virtual"] += len(batch)
+        self._virtual = []
+
+    def build_connections(self, batches: list[ConnectionBatch]) -> None:
+        virtual_pops = {b.population for b in self._virtual}
+        recurrent = [b for b in batches if b.source_population not in virtual_pops]
+        from_virtual = [b for b in batches if b.source_population in virtual_pops]
+        res = float(self.settings.dt)
+        for batch in recurrent:
+            build.connect(self.nest, batch, self.gid_map, res)
+            self.stats["edges"] += len(batch)
+        self._create_generators()
+        for batch in from_virtual:
+            build.connect(self.nest, batch, self.gid_map, res)
+            self.stats["edges"] += len(batch)
+        self._connected = True
+
+    def add_stimulus(self, stimulus: Any) -> None:
+        if not self._connected:
+            self._create_generators()
+            self._connected = True
+        if isinstance(stimulus, SpikeTrains):
+            n = build.set_spike_trains(self.nest, stimulus, self._generators, self.gid_map)
+            self.log.debug("input %s: %d spikes on %d virtual cells", stimulus.name, n, len(stimulus.gids))
+        elif isinstance(stimulus, CurrentClamp):
+            self._stimuli.append(build.add_current_clamp(self.nest, stimulus, self.gid_map,
+                                                         float(self.settings.dt), self.log))
+        else:
+            kind = type(stimulus).__name__
+            raise EngineError(f"the NEST engine cannot apply a {kind} input",
+                              key=f"inputs.{getattr(stimulus, 'name', kind)}",
+                              fix="NEST point neurons take spike trains (virtual nodes) and current clamps")
+
+    def add_probe(self, spec: ProbeSpec) -> Probe:
+        if spec.kind not in ("multimeter", "membrane"):
+            raise EngineError(f"the NEST engine does not support '{spec.kind}' reports", key=f"reports.{spec.name}",
+                              fix="use module multimeter_report (or membrane_report) with a NEST recordable")
+        probe = MultimeterProbe(self.nest, spec, self.gid_map, dt=float(self.settings.dt),
+                                tstart=float(self.settings.tstart), tstop=float(self.settings.tstop),
+                                recordables=self._recordables)
+        self._probes.append(probe)
+        return probe
+
+    # -- time ----------------------------------------------------------------
+    def prepare(self) -> None:
+        if not self._connected:
+            self._create_generators()
+            self._connected = True
+        self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
+
+    def advance(self, t_stop: float) -> None:
+        dt = float(self.settings.dt)
+        steps = int(round((float(t_stop) - self.time) / dt))
+        if steps <= 0:
+            return
+        nest = self.nest
+        nest.Prepare()
+        try:
+            nest.Run(steps * dt)
+        finally:
+            nest.Cleanup()
+
+    def drain_spikes(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._recorder is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return self._recorder.drain()
+
+    @property
+    def time(self) -> float:
+        return float(self.nest.biological_time)
+
+    # -- checkpoints ---------------------------------------------------------
+    def save_state(self, directory: Path) -> dict[str, Any]:
+        """What NEST lets us read back: time, neuron state variables, plastic weights.
+
+        NEST has no native checkpoint: spikes in flight (ring buffers), synaptic currents of
+        some models and STDP traces are not exposed, so a resumed run continues from the
+        saved membrane state and weights, not bit-identically.
+        """
+        from sonatarun.engines.nest.state import save_state
+
+        return save_state(self, Path(directory))
+
+    def restore_state(self, directory: Path, meta: dict[str, Any]) -> None:
+        from sonatarun.engines.nest.state import restore_state
+
+        restore_state(self, Path(directory), meta)
+
+    def finish(self) -> None:
+        self.log.debug("NEST engine finished at t=%.3f ms: %s", self.time, json.dumps(self.stats))

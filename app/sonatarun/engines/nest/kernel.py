@@ -1,0 +1,78 @@
+"""The NEST kernel: imported quietly, reset and configured once per run.
+
+NEST is imported lazily (importing it prints a banner and costs ~0.5 s), and
+only here, so every other module of the engine receives the module object.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sonatarun.engines.base import RunSettings
+from sonatarun.errors import EngineError
+from sonatarun.mpi import Comm
+
+
+def import_nest(quiet: bool = True):
+    """Import pynest without its banner and with warnings-only logging."""
+    os.environ.setdefault("PYNEST_QUIET", "1")
+    try:
+        import nest  # noqa: WPS433 - lazy on purpose
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise EngineError(f"NEST is not importable ({exc})", key="target_simulator",
+                          fix="pip install nest-simulator, or run with the NEURON engine") from exc
+    level = nest.VerbosityLevel.ERROR if quiet else nest.VerbosityLevel.WARNING
+    nest.verbosity = level
+    return nest
+
+
+def has_mpi(nest) -> bool:
+    return bool(nest.GetKernelStatus("build_info").get("have_mpi", False))
+
+
+def check_single_process(nest, comm: Comm) -> None:
+    """The NEST engine keeps the whole network in one process: refuse several ranks clearly.
+
+    Several ranks each building the whole network would silently simulate it N times
+    (and write N copies of every output); NEST shares a network across ranks only when
+    it is built with MPI, which the PyPI wheel is not.
+    """
+    if comm.size <= 1:
+        return
+    if has_mpi(nest):
+        why = "this sonatarun NEST engine runs the network in one process"
+    else:
+        why = "this NEST build has no MPI support (the nest-simulator wheel is built without it)"
+    raise EngineError(f"the NEST engine was started on {comm.size} MPI ranks, but {why}",
+                      key="target_simulator",
+                      fix="run one process and use threads instead (`sonatarun run --threads N config.json`), "
+                          "or use the container image whose NEST is built with MPI")
+
+
+def configure(nest, settings: RunSettings, options: dict[str, Any]) -> None:
+    """Reset the kernel and apply resolution, threads and seed the way BMTK's PointSimulator does.
+
+    BMTK sets resolution, overwrite_files, print_time and local_num_threads and never
+    touches rng_seed, so a seed of 0 ("not given") keeps NEST's default seed and a run
+    is comparable to BMTK's; any positive seed is passed through as rng_seed.
+    """
+    nest.ResetKernel()
+    threads = max(1, int(settings.threads or 1))
+    status: dict[str, Any] = {"resolution": float(settings.dt), "local_num_threads": threads,
+                              "print_time": False, "overwrite_files": True}
+    seed = int(settings.seed or 0)
+    if seed > 0:
+        status["rng_seed"] = seed
+    try:
+        nest.SetKernelStatus(status)
+    except Exception as exc:  # NEST raises its own error classes
+        raise EngineError(f"NEST rejected the kernel settings {status}: {exc}", key="run.dt",
+                          fix="dt must be a multiple of 0.001 ms; threads and seed must be positive integers") from exc
+    modules = options.get("nest_modules") or []
+    for module in [modules] if isinstance(modules, str) else modules:
+        try:
+            nest.Install(str(module))
+        except Exception as exc:
+            raise EngineError(f"cannot install NEST module '{module}': {exc}", key="components.nest_modules",
+                              fix="build the extension module for this NEST version and put it on LD_LIBRARY_PATH") \
+                from exc
