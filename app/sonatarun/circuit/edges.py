@@ -144,5 +144,17 @@ class EdgePopulation:
         return frame
 
     @cached_property
+    def group_columns(self) -> dict[int, set[str]]:
+        """Datasets of each edge group: BMTK decides synapse rules per group from these."""
+        out: dict[int, set[str]] = {}
+        with h5py.File(self.h5_path, "r") as f:
+            for key, grp in f["edges"][self.name].items():
+                if key.isdigit() and isinstance(grp, h5py.Group):
+                    out[int(key)] = {k for k, v in grp.items() if isinstance(v, h5py.Dataset)}
+                    if "dynamics_params" in grp:
+                        out[int(key)].add("dynamics_params")
+        return out
+
+    @cached_property
     def type_columns(self) -> list[str]:
         return [c for c in self.types.columns if c != "edge_type_id"]

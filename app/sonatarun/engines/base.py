@@ -99,6 +99,10 @@ class ConnectionBatch:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     type_attrs: dict[str, Any] = field(default_factory=dict)
     edge_ids: np.ndarray | None = None
+    # BMTK: edges that carry section ids, or no nsyns column, are "preselected": one synapse
+    # each and syn_weight used as is; otherwise nsyns synapses placed by rule and, on
+    # point-process targets, weight x sign x nsyns.
+    preselected: bool = True
 
     def __len__(self) -> int:
         return len(self.target_gids)

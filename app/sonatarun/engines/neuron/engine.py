@@ -1,0 +1,129 @@
+"""The NEURON engine: ParallelContext, gids round-robin across ranks, native spike
+recording, and integration in blocks with ``pc.psolve`` (no Python per time step)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonatarun.engines.base import (CellBatch, ConnectionBatch, Engine, Probe, ProbeSpec, RunSettings,
+                                    SpikeTrains)
+from sonatarun.engines.neuron import mechanisms
+from sonatarun.engines.neuron.cells import NrnCell, builder_for
+from sonatarun.engines.registry import register
+from sonatarun.errors import EngineError
+from sonatarun.mpi import Comm
+
+
+@register("neuron")
+class NeuronEngine(Engine):
+    def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
+        super().__init__(settings, comm, log)
+        os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")  # no "no DISPLAY" banner on every rank
+        from neuron import h
+
+        self.h = h
+        if comm.mpi is not None:
+            h.nrnmpi_init()
+        h.load_file("stdrun.hoc")
+        self.pc = h.ParallelContext()
+        if comm.size > 1 and int(self.pc.nhost()) != comm.size:
+            raise EngineError(f"NEURON sees {int(self.pc.nhost())} rank(s) but MPI has {comm.size}",
+                              fix="set MPI_LIB_NRN_PATH to the libmpi.so.12 that mpi4py uses")
+        mechanisms.load(mechanisms.PACKAGE_MOD_DIR, log=log if comm.is_root else None)
+        mech_dir = settings.components.get("mechanisms_dir")
+        if mech_dir is not None and mechanisms.mod_files(Path(mech_dir)):
+            mechanisms.load(Path(mech_dir), log=log if comm.is_root else None)
+        h.dt = settings.dt
+        h.steps_per_ms = 1.0 / settings.dt
+        h.celsius = settings.celsius
+        h.tstop = settings.tstop
+        self.cells: dict[int, NrnCell] = {}
+        self._recorded: list[int] = []  # gids whose spikes are output (BMTK does not report virtual nodes)
+        self._keep: list[Any] = []
+        self._spike_t = h.Vector()
+        self._spike_gid = h.Vector()
+        self.probes: list[Probe] = []
+
+    # -- model ---------------------------------------------------------------
+    def build_cells(self, batches: list[CellBatch]) -> None:
+        rank = int(self.pc.id())
+        for batch in batches:
+            if len(batch) == 0:
+                continue
+            for cell in builder_for(batch.model_type, population=batch.population).build(batch, self.settings):
+                self.pc.set_gid2node(cell.gid, rank)
+                nc = cell.spike_source(self.settings.spike_threshold)
+                self.pc.cell(cell.gid, nc)
+                self._keep.append(nc)
+                self.cells[cell.gid] = cell
+                if batch.model_type != "virtual":
+                    self._recorded.append(cell.gid)
+
+    def build_connections(self, batches: list[ConnectionBatch]) -> None:
+        for batch in batches:
+            if len(batch) == 0:
+                continue
+            order = np.argsort(batch.target_gids, kind="stable")
+            tg = batch.target_gids[order]
+            bounds = np.flatnonzero(np.diff(tg)) + 1
+            for rows in np.split(order, bounds):
+                gid = int(batch.target_gids[rows[0]])
+                self._keep.extend(self.cells[gid].connect(batch, rows, self.pc))
+
+    def add_stimulus(self, stimulus: Any) -> None:
+        if isinstance(stimulus, SpikeTrains):
+            for gid, times in zip(stimulus.gids.tolist(), stimulus.times):
+                cell = self.cells.get(gid)
+                if cell is None or not hasattr(cell, "play"):
+                    raise EngineError(f"input '{stimulus.name}' plays spikes into gid {gid}, which is not a "
+                                      f"virtual node", key=f"inputs.{stimulus.name}.node_set",
+                                      fix="point spike inputs at a node set of virtual nodes")
+                cell.play(times)  # type: ignore[attr-defined]
+            return
+        try:
+            from sonatarun.engines.neuron import stimuli
+        except ImportError as exc:  # pragma: no cover - until clamps land
+            raise EngineError(f"input '{getattr(stimulus, 'name', stimulus)}' is not supported by the NEURON "
+                              f"engine yet") from exc
+        self._keep.extend(stimuli.apply(stimulus, self.cells, self.settings))
+
+    def add_probe(self, spec: ProbeSpec) -> Probe:
+        try:
+            from sonatarun.engines.neuron import probes
+        except ImportError:
+            return super().add_probe(spec)
+        probe = probes.create(spec, self.cells, self.settings)
+        self.probes.append(probe)
+        return probe
+
+    # -- time ----------------------------------------------------------------
+    def prepare(self) -> None:
+        h = self.h
+        self.pc.set_maxstep(10)
+        for gid in self._recorded:
+            self.pc.spike_record(gid, self._spike_t, self._spike_gid)
+        h.t = self.settings.tstart
+        h.finitialize(self.settings.v_init)
+        if self.settings.tstart:
+            h.t = self.settings.tstart
+
+    def advance(self, t_stop: float) -> None:
+        self.pc.psolve(t_stop)
+
+    def drain_spikes(self) -> tuple[np.ndarray, np.ndarray]:
+        gids = self._spike_gid.as_numpy().astype(np.int64)
+        times = self._spike_t.as_numpy().copy()
+        self._spike_gid.resize(0)
+        self._spike_t.resize(0)
+        return gids, times
+
+    @property
+    def time(self) -> float:
+        return float(self.h.t)
+
+    def finish(self) -> None:
+        self.pc.barrier()

@@ -1,0 +1,226 @@
+"""The public entry point: ``Simulation.from_config(path).run()``.
+
+Everything a run needs is checked before anything is written (config, circuit,
+inputs, reports), so bad input never touches an existing output directory. The
+run itself is a loop over blocks: the engine integrates natively, then spikes and
+reports are drained, written and flushed at each block end.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonatarun.circuit import Circuit
+from sonatarun.config import SimulationConfig
+from sonatarun.engines import registry as engines
+from sonatarun.engines.base import CellBatch, ConnectionBatch, ProbeSpec, RunSettings
+from sonatarun.inputs import registry as inputs
+from sonatarun.mpi import Comm, world
+from sonatarun.reports import registry as reports
+from sonatarun.simulation.context import BuildContext
+from sonatarun.simulation.network import ParamFiles, cell_batches, choose_engine, connection_batches
+from sonatarun.simulation.output import OutputLock, check_output_dir, setup_logging
+
+
+@dataclass
+class RunOptions:
+    """Command-line overrides of the config."""
+
+    output_dir: Path | None = None
+    resume: bool = False
+    checkpoint_interval: float | None = None
+    threads: int | None = None
+    debug: bool = False
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    spikes_file: Path | None
+    n_spikes: int
+    wall_seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+class Simulation:
+    def __init__(self, config: SimulationConfig, options: RunOptions | None = None, comm: Comm | None = None) -> None:
+        self.config = config
+        self.options = options or RunOptions()
+        self.comm = comm or world()
+        self.circuit = Circuit.open(config.nodes, config.edges)
+        self.engine_name = choose_engine(config, self.circuit)
+        engines.get(self.engine_name)  # unknown simulator fails here, before any work
+        self.output_dir = Path(self.options.output_dir).absolute() if self.options.output_dir else \
+            config.output.output_dir.absolute()
+        self.ctx = BuildContext(config, self.circuit, self.comm.rank, self.comm.size)
+        self._plan: dict[str, Any] | None = None
+
+    @classmethod
+    def from_config(cls, path: str | Path, **options: Any) -> "Simulation":
+        """Load a SONATA simulation config (BMTK dialect) and its circuit."""
+        return cls(SimulationConfig.from_file(path), RunOptions(**options))
+
+    # -- planning ------------------------------------------------------------
+    def settings(self) -> RunSettings:
+        run = self.config.run
+        return RunSettings(tstart=run.tstart, tstop=run.tstop, dt=run.dt, spike_threshold=run.spike_threshold,
+                           dL=run.dL, celsius=self.config.celsius, v_init=self.config.v_init,
+                           nsteps_block=run.nsteps_block, threads=self.options.threads or run.threads or 1,
+                           seed=run.seed, components=dict(self.config.components),
+                           quiet=self.config.output.quiet_simulator)
+
+    def plan(self) -> dict[str, Any]:
+        """Rank-local cells, connections, stimuli and probes; raises on any bad input."""
+        if self._plan is None:
+            params = ParamFiles(self.config)
+            owned = self.ctx.owned
+            from sonatarun.simulation.weights import weight_function_applier
+
+            cells = cell_batches(self.config, self.circuit, owned, params)
+            conns = connection_batches(self.config, self.circuit, owned, params,
+                                       weight_fn=weight_function_applier(self.config, self.circuit))
+            stimuli: list[Any] = []
+            src = self.config.source_of("inputs")
+            for name, cfg in self.config.inputs.items():
+                stimuli.extend(inputs.builder(name, cfg, file=src)(name, cfg, self.ctx))
+            probes: list[tuple[dict[str, Any], ProbeSpec]] = []
+            rsrc = self.config.source_of("reports")
+            for name, cfg in self.config.reports.items():
+                build = reports.builder(name, cfg, file=rsrc)
+                if build is not None:
+                    probes.extend((cfg, spec) for spec in build(name, cfg, self.ctx))
+            self._plan = {"cells": cells, "connections": conns, "stimuli": stimuli, "probes": probes}
+        return self._plan
+
+    def summary(self) -> dict[str, Any]:
+        """What `sonatarun validate` prints: the model as sonatarun understands it."""
+        pops = []
+        for name, pop in self.circuit.nodes.items():
+            types = pop.table["model_type"].value_counts().to_dict() if "model_type" in pop.table else {}
+            pops.append({"name": name, "nodes": pop.size, "model_types": types})
+        edges = [{"name": e.name, "source": e.source_population, "target": e.target_population, "edges": e.size}
+                 for e in self.circuit.edges]
+        return {
+            "config": str(self.config.path), "engine": self.engine_name, "populations": pops, "edges": edges,
+            "inputs": {k: f"{v.get('input_type')}/{v.get('module')}" for k, v in self.config.inputs.items()},
+            "reports": {k: v.get("module") for k, v in self.config.reports.items()},
+            "run": {"tstart": self.config.run.tstart, "tstop": self.config.run.tstop, "dt": self.config.run.dt,
+                    "nsteps_block": self.config.run.nsteps_block},
+            "output_dir": str(self.output_dir), "warnings": list(self.config.warnings),
+        }
+
+    # -- running -------------------------------------------------------------
+    def run(self) -> RunResult:
+        t_all = time.perf_counter()
+        cfg, comm = self.config, self.comm
+        phases: dict[str, float] = {}
+        plan = self.plan()  # every input check happens before the output dir is touched
+        check_output_dir(self.output_dir, cfg.output.overwrite_output_dir, resume=self.options.resume)
+        comm.barrier()
+        lock = OutputLock(self.output_dir)
+        if comm.is_root:
+            lock.acquire()
+        comm.barrier()
+        try:
+            log = setup_logging(cfg.output.in_dir(cfg.output.log_file, self.output_dir), cfg.output.log_to_console,
+                                cfg.output.log_level, comm.rank, debug=self.options.debug)
+            for w in cfg.warnings:
+                log.warning(w)
+            log.info("sonatarun: %s on %s, %d rank(s), %d cells, tstop %.6g ms", cfg.path.name, self.engine_name,
+                     comm.size, self.circuit.n_cells, cfg.run.tstop)
+            return self._run(plan, log, phases, t_all)
+        finally:
+            if comm.is_root:
+                lock.release()
+
+    def _run(self, plan: dict[str, Any], log: logging.Logger, phases: dict[str, float], t_all: float) -> RunResult:
+        cfg, comm = self.config, self.comm
+        settings = self.settings()
+        t0 = time.perf_counter()
+        engine = engines.get(self.engine_name)(settings, comm, log)
+        engine.build_cells(plan["cells"])
+        engine.build_connections(plan["connections"])
+        for stim in plan["stimuli"]:
+            engine.add_stimulus(stim)
+        probes = [(rcfg, spec, engine.add_probe(spec)) for rcfg, spec in plan["probes"]]
+        phases["build"] = time.perf_counter() - t0
+        log.info("built %d local cells and %d local connections in %.2f s", sum(len(b) for b in plan["cells"]),
+                 sum(len(b) for b in plan["connections"]), phases["build"])
+
+        from sonatarun.io.spike_writer import SpikeWriter
+
+        spikes_h5 = cfg.output.in_dir(cfg.output.spikes_file, self.output_dir)
+        spikes_csv = cfg.output.in_dir(cfg.output.spikes_file_csv, self.output_dir)
+        pop_names = self.circuit.population_names
+        spiking = [p for p in pop_names if self.circuit.has_cells(p)]
+        spike_writer = SpikeWriter(spikes_h5, comm, spiking, cfg.output.spikes_sort_order, spikes_csv)
+        report_writers = self._report_writers(probes)
+        engine.prepare()
+
+        t_sim = time.perf_counter()
+        block = settings.block_ms
+        t, n_spikes = settings.tstart, 0
+        span = settings.tstop - settings.tstart
+        while t < settings.tstop - 1e-9:
+            t_next = min(t + block, settings.tstop)
+            engine.advance(t_next)
+            gids, times = engine.drain_spikes()
+            n_spikes += len(gids)
+            pop_idx, node_ids = self.circuit.population_of_gids(gids)
+            for i, name in enumerate(pop_names):
+                if name not in spiking:
+                    continue
+                sel = pop_idx == i
+                spike_writer.append(name, node_ids[sel], times[sel])
+            spike_writer.flush()
+            for (_, _, probe), writer in zip(probes, report_writers):
+                data = probe.drain()
+                for var, w in writer.items():
+                    w.write_block(data[var])
+                    w.flush()
+            t = t_next
+            if comm.is_root:
+                wall = time.perf_counter() - t_sim
+                done = (t - settings.tstart) / span
+                eta = wall / done * (1 - done) if done > 0 else 0.0
+                log.info("t = %.6g / %.6g ms (%3.0f%%), wall %.1f s, ~%.1f s left", t, settings.tstop, 100 * done,
+                         wall, eta)
+        phases["simulate"] = time.perf_counter() - t_sim
+        t_fin = time.perf_counter()
+        spike_writer.close()
+        for writer in report_writers:
+            for w in writer.values():
+                w.close()
+        engine.finish()
+        phases["finalize"] = time.perf_counter() - t_fin
+        total = comm.allreduce_sum(n_spikes)
+        wall = time.perf_counter() - t_all
+        log.info("done: %d spikes in %.2f s (build %.2f s, simulate %.2f s, write %.2f s); outputs in %s", total,
+                 wall, phases["build"], phases["simulate"], phases["finalize"], self.output_dir)
+        return RunResult(self.output_dir, spikes_h5, total, wall, phases)
+
+    def _report_writers(self, probes) -> list[dict[str, Any]]:
+        if not probes:
+            return []
+        from sonatarun.io.report_writer import CompartmentReportWriter
+
+        out = []
+        for rcfg, spec, probe in probes:
+            writers = {}
+            for var in spec.variables:
+                base = rcfg.get("file_name") or f"{spec.name}.h5"
+                if len(spec.variables) > 1:
+                    base = f"{Path(base).stem}_{var}.h5"
+                path = Path(base) if Path(base).is_absolute() else self.output_dir / base
+                start = spec.start_time if spec.start_time is not None else self.config.run.tstart
+                stop = spec.end_time if spec.end_time is not None else self.config.run.tstop
+                writers[var] = CompartmentReportWriter(
+                    path, self.comm, spec.population, probe.node_ids, probe.counts, probe.element_ids,
+                    probe.element_pos, start, stop, probe.dt, var, probe.units)
+            out.append(writers)
+        return out
