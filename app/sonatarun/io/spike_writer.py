@@ -1,88 +1,268 @@
-"""SONATA spikes output (h5 + BMTK's CSV twin).
+"""SONATA spikes output (h5 + BMTK's CSV twin), rank-aware and block-flushed.
 
-Minimal first version: every block, ranks send their spikes to rank 0, which
-appends them to the h5 file; sorting happens at close. The rank-aware paths
-replace these internals behind the same API.
+Per block (:meth:`flush`, collective) the spikes of every rank are appended to
+``/spikes/<pop>/{timestamps,node_ids}``:
+
+* parallel path: each rank writes its own hyperslab at its exclusive-prefix offset
+  (one collective write); serial path: the same rows travel to rank 0, which writes them.
+* ``by_time``: blocks arrive in time order, so the block alone is sorted: its spikes are
+  split by time range across the writer ranks, each sorts its part by (time, node id),
+  and the concatenation in rank order is the sorted block. The file is ``by_time`` at
+  every block end; nothing is left to do at close. (If a block ever starts before the
+  previous one ended, the writer notes it and sorts fully at close.)
+* ``by_id`` (and that fallback): the file holds arrival order while running; at close a
+  distributed sample sort (:mod:`sonatarun.io.spike_sort`) rewrites it: each rank reads a
+  1/P slice, ranks swap records by key range, sort locally and write their slice of a new
+  file, which atomically replaces the old one. No rank ever holds more than ~1/P of it.
+
+The file is closed between blocks, so a kill between blocks leaves a valid file; the
+checkpoint state holds each population's count, and :meth:`truncate` cuts the file back.
+
+``sorting`` is written twice on purpose: libsonata only reads an HDF5 enum (uint8,
+none=0/by_id=1/by_time=2) on the population group and fails on a string there, while
+BMTK's reader maps only strings and looks at ``node_ids``'s own ``sorting`` attribute
+first. So the group gets the enum and ``node_ids`` the string: both readers get the order.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from sonatarun.errors import ConfigError, OutputError
+from sonatarun.io import exchange
+from sonatarun.io.h5path import PARALLEL, choose_io_path, open_h5
+from sonatarun.io.slab import create_growable, write_rows
 from sonatarun.mpi import Comm
 
-_SORT = {"none": "none", "by_id": "by_id", "by_time": "by_time", "time": "by_time", "id": "by_id",
-         "gid": "by_id", "node_id": "by_id"}
+RECORD = np.dtype([("node_id", "<u8"), ("t", "<f8")])
+SORTING_ENUM = h5py.enum_dtype({"none": 0, "by_id": 1, "by_time": 2}, basetype=np.uint8)
+SORTING_CODE = {"none": 0, "by_id": 1, "by_time": 2}
+STATE_KIND = "spikes"
+
+_SORT_ALIASES = {"none": "none", "by_id": "by_id", "by_time": "by_time", "time": "by_time", "id": "by_id",
+                 "gid": "by_id", "node_id": "by_id", "node_ids": "by_id", "": "none"}
+
+
+def normalize_sort_order(value: str | None) -> str:
+    """Map BMTK's spellings (``time``, ``id``, ``gid``, ``node_id``, …) to none/by_id/by_time."""
+    key = str(value if value is not None else "none").strip().lower()
+    if key not in _SORT_ALIASES:
+        raise ConfigError(f"unknown spike sort order '{value}'", key="output.spikes_sort_order",
+                          fix="use one of none, by_id, by_time (or BMTK's time, id, gid, node_id)")
+    return _SORT_ALIASES[key]
+
+
+def set_sorting_attrs(grp: h5py.Group, sort_order: str, n_spikes: int) -> None:
+    """Write ``sorting`` so libsonata (group enum) and BMTK (node_ids string) both read it.
+
+    BMTK's reader indexes ``node_ids[0]`` for a by_id population, so an empty population's
+    BMTK-facing attribute says ``none`` (vacuously true) instead of crashing BMTK.
+    """
+    grp.attrs.create("sorting", SORTING_CODE[sort_order], dtype=SORTING_ENUM)
+    bmtk_value = sort_order if (n_spikes > 0 or sort_order != "by_id") else "none"
+    grp["node_ids"].attrs["sorting"] = bmtk_value
+
+
+def write_root_attrs(f: h5py.File) -> None:
+    """BMTK's SONATA markers: magic 0x0A7A and version [0, 1], both uint32."""
+    f.attrs["magic"] = np.uint32(0x0A7A)
+    f.attrs["version"] = np.array([0, 1], dtype=np.uint32)
 
 
 class SpikeWriter:
-    def __init__(self, h5_path: Path, comm: Comm, populations: list[str], sort_order: str = "none",
-                 csv_path: Path | None = None) -> None:
-        self.h5_path, self.csv_path, self.comm = Path(h5_path), csv_path, comm
-        self.populations = list(populations)
-        self.sort_order = _SORT.get(sort_order, "none")
-        self._pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in self.populations}
+    """Write the run's spikes; :meth:`append` is local, everything else is collective."""
+
+    def __init__(self, h5_path: Path | str, comm: Comm, populations: list[str], sort_order: str = "none",
+                 csv_path: Path | str | None = None) -> None:
+        self.h5_path = Path(h5_path)
+        self.csv_path = Path(csv_path) if csv_path is not None else None
+        self.comm = comm
+        self.populations = sorted(dict.fromkeys(populations))
+        self.sort_order = normalize_sort_order(sort_order)
+        self.io_path = choose_io_path(comm)
+        self._writers = list(range(comm.size)) if self.io_path == PARALLEL else [0]
+        self._pending: dict[str, list[np.ndarray]] = {p: [] for p in self.populations}
         self._count = {p: 0 for p in self.populations}
-        if comm.is_root:
-            with h5py.File(self.h5_path, "w") as f:
-                f.attrs["magic"] = np.uint32(0x0A7A)
-                f.attrs["version"] = np.array([0, 1], dtype=np.uint32)
+        self._last_t = {p: -np.inf for p in self.populations}
+        self._needs_sort = {p: self.sort_order == "by_id" for p in self.populations}
+        self._created = False
+        self._closed = False
+
+    # ---------------------------------------------------------------- blocks
+    def append(self, population: str, node_ids: np.ndarray, timestamps: np.ndarray) -> None:
+        """Queue this rank's spikes of one population (no communication, no I/O)."""
+        if population not in self._pending:
+            raise ValueError(f"spikes for unknown population '{population}' (known: {self.populations})")
+        ids = np.asarray(node_ids).reshape(-1)
+        ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+        if len(ids) != len(ts):
+            raise ValueError(f"population {population}: {len(ids)} node ids but {len(ts)} timestamps")
+        if len(ids):
+            rec = np.empty(len(ids), dtype=RECORD)
+            rec["node_id"] = ids
+            rec["t"] = ts
+            self._pending[population].append(rec)
+
+    def flush(self, sync: bool = False) -> None:
+        """End of block: every rank's queued spikes reach the file, which is then closed."""
+        local = {p: (np.concatenate(v) if v else np.zeros(0, RECORD)) for p, v in self._pending.items()}
+        self._pending = {p: [] for p in self.populations}
+        # one small collective: per population (count, min t, max t) of every rank
+        stats = np.array([[len(local[p]), local[p]["t"].min() if len(local[p]) else np.inf,
+                           local[p]["t"].max() if len(local[p]) else -np.inf] for p in self.populations],
+                         dtype=np.float64).reshape(len(self.populations), 3)
+        all_stats = np.stack(self.comm.allgather(stats))  # [ranks, pops, 3]
+        if not self._created:
+            self._create()
+        if all_stats[:, :, 0].sum() == 0:
+            return
+        collective = self.io_path == PARALLEL
+        is_writer = self.comm.rank in self._writers
+        f = open_h5(self.h5_path, "r+", self.comm, self.io_path) if (collective or is_writer) else None
+        try:
+            for i, p in enumerate(self.populations):
+                total = int(all_stats[:, i, 0].sum())
+                if total == 0:
+                    continue
+                tmin, tmax = float(all_stats[:, i, 1].min()), float(all_stats[:, i, 2].max())
+                rows = self._route_block(local[p], tmin, tmax)
+                offset, total_check = exchange.offsets(self.comm, len(rows))
+                assert total_check == total
+                n0 = self._count[p]
+                if f is not None:
+                    g = f[f"spikes/{p}"]
+                    g["timestamps"].resize((n0 + total,))
+                    g["node_ids"].resize((n0 + total,))
+                    if is_writer or collective:
+                        write_rows(g["timestamps"], n0 + offset, rows["t"], collective)
+                        write_rows(g["node_ids"], n0 + offset, rows["node_id"], collective)
+                    if self.sort_order == "by_time" and tmin < self._last_t[p] and not self._needs_sort[p]:
+                        set_sorting_attrs(g, "none", 1)  # honest while running; sorted fully at close
+                if self.sort_order == "by_time" and tmin < self._last_t[p]:
+                    self._needs_sort[p] = True
+                self._last_t[p] = max(self._last_t[p], tmax)
+                self._count[p] = n0 + total
+        finally:
+            if f is not None:
+                f.close()
+        if sync:
+            self._fsync()
+
+    def _route_block(self, rec: np.ndarray, tmin: float, tmax: float) -> np.ndarray:
+        """This rank's rows of the block, in the order they go to the file (collective).
+
+        ``by_time``: split by time range over the writers, sort each part by (t, node id).
+        Otherwise: arrival order, rank by rank (serial path: all rows go to rank 0).
+        """
+        size = self.comm.size
+        writers = self._writers
+        if self.sort_order == "by_time":
+            dest_w = np.zeros(len(rec), dtype=np.int64)
+            if len(writers) > 1 and tmax > tmin:
+                frac = (rec["t"] - tmin) / (tmax - tmin)
+                dest_w = np.minimum((frac * len(writers)).astype(np.int64), len(writers) - 1)
+            order = np.argsort(dest_w, kind="stable")
+            bounds = np.searchsorted(dest_w[order], np.arange(len(writers) + 1))
+            parts = [rec[:0]] * size
+            for k, w in enumerate(writers):
+                parts[w] = rec[order[bounds[k]:bounds[k + 1]]]
+            got = exchange.alltoallv(self.comm, parts, RECORD)
+            mine = np.concatenate(got) if got else rec[:0]
+            return mine[np.lexsort((mine["node_id"], mine["t"]))]
+        if len(writers) == size:
+            return rec
+        parts = [rec[:0]] * size
+        parts[writers[0]] = rec
+        got = exchange.alltoallv(self.comm, parts, RECORD)
+        return np.concatenate(got) if self.comm.rank in writers else rec[:0]
+
+    # ---------------------------------------------------------------- file
+    def _create(self) -> None:
+        """Create the file with empty, growable datasets for every population."""
+        if self.comm.rank == 0:
+            self.h5_path.parent.mkdir(parents=True, exist_ok=True)
+        self.comm.barrier()
+        if self.io_path == PARALLEL or self.comm.rank == 0:
+            with open_h5(self.h5_path, "w", self.comm, self.io_path) as f:
+                write_root_attrs(f)
                 for p in self.populations:
                     g = f.create_group(f"spikes/{p}")
-                    g.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(65536,))
-                    g.create_dataset("node_ids", shape=(0,), maxshape=(None,), dtype=np.uint64, chunks=(65536,))
-                    g["timestamps"].attrs["units"] = "ms"
+                    ts = create_growable(g, "timestamps", np.float64)
+                    ts.attrs["units"] = "ms"
+                    create_growable(g, "node_ids", np.uint64)
+                    set_sorting_attrs(g, "by_time" if self.sort_order == "by_time" else "none", 0)
+        self.comm.barrier()
+        self._created = True
 
-    def append(self, population: str, node_ids: np.ndarray, timestamps: np.ndarray) -> None:
-        self._pending[population].append((np.asarray(node_ids, np.uint64), np.asarray(timestamps, np.float64)))
+    def _fsync(self) -> None:
+        if self.io_path == PARALLEL or self.comm.rank in self._writers:
+            fd = os.open(self.h5_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
-    def flush(self) -> None:
-        local = {p: (np.concatenate([a for a, _ in v]) if v else np.zeros(0, np.uint64),
-                     np.concatenate([b for _, b in v]) if v else np.zeros(0)) for p, v in self._pending.items()}
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        """Counts per population (after :meth:`flush`): what a checkpoint stores for this writer."""
+        return {"kind": STATE_KIND, "path": str(self.h5_path), "sort_order": self.sort_order,
+                "counts": dict(self._count), "last_t": {p: float(v) for p, v in self._last_t.items()},
+                "needs_sort": dict(self._needs_sort)}
+
+    def truncate(self, state: dict) -> None:
+        """Resume after ``state``: cut each population back to its checkpointed count (collective)."""
+        if state.get("kind") != STATE_KIND or sorted(state.get("counts", {})) != self.populations:
+            raise OutputError("checkpoint does not match this spikes file (different populations)",
+                              file=self.h5_path, fix="resume with the same config, or run without --resume")
+        counts = {p: int(n) for p, n in state["counts"].items()}
+        problem = None
+        if self.io_path == PARALLEL or self.comm.rank == 0:
+            try:
+                with open_h5(self.h5_path, "r+", self.comm, self.io_path) as f:
+                    for p in self.populations:
+                        g = f[f"spikes/{p}"]
+                        n = counts[p]
+                        if len(g["node_ids"]) < n or len(g["timestamps"]) < n:
+                            problem = f"population {p} has fewer spikes than the checkpoint"
+                            break
+                        if len(g["node_ids"]) > n:
+                            g["node_ids"].resize((n,))
+                            g["timestamps"].resize((n,))
+            except (OSError, KeyError, TypeError) as exc:
+                problem = f"cannot reopen it ({exc})"
+        problem = self.comm.bcast(problem)
+        if problem:
+            raise OutputError(f"spikes file does not match the checkpoint: {problem}", file=self.h5_path,
+                              fix="run without --resume")
+        self._count = counts
+        self._last_t = {p: float(v) for p, v in state.get("last_t", {}).items()} or self._last_t
+        self._needs_sort = {p: bool(v) for p, v in state.get("needs_sort", {}).items()} or self._needs_sort
         self._pending = {p: [] for p in self.populations}
-        parts = self.comm.gather(local)
-        if not self.comm.is_root:
-            return
-        with h5py.File(self.h5_path, "a") as f:
-            for p in self.populations:
-                ids = np.concatenate([part[p][0] for part in parts])
-                ts = np.concatenate([part[p][1] for part in parts])
-                if not len(ids):
-                    continue
-                order = np.lexsort((ids, ts))
-                n0 = self._count[p]
-                for name, arr in (("node_ids", ids[order]), ("timestamps", ts[order])):
-                    ds = f[f"spikes/{p}/{name}"]
-                    ds.resize((n0 + len(arr),))
-                    ds[n0:] = arr
-                self._count[p] = n0 + len(ids)
-            f.flush()
+        self._created = True
 
+    # ---------------------------------------------------------------- close
     def close(self) -> None:
-        self.flush()
-        if not self.comm.is_root:
+        """Flush, sort where the order is not yet final, set the attributes, write the CSV twin."""
+        if self._closed:
             return
-        rows = []
-        with h5py.File(self.h5_path, "a") as f:
-            for p in self.populations:
-                g = f[f"spikes/{p}"]
-                ids, ts = g["node_ids"][()], g["timestamps"][()]
-                if self.sort_order == "by_id":
-                    order = np.lexsort((ts, ids))
-                elif self.sort_order == "by_time":
-                    order = np.lexsort((ids, ts))
-                else:
-                    order = np.arange(len(ids))
-                ids, ts = ids[order], ts[order]
-                g["node_ids"][:] = ids
-                g["timestamps"][:] = ts
-                g.attrs["sorting"] = self.sort_order
-                rows.append((p, ids, ts))
+        self.flush()
+        from sonatarun.io import spike_sort
+
+        if any(self._needs_sort.values()):
+            spike_sort.rewrite_sorted(self.h5_path, self.comm, self.io_path, self._count, self.sort_order)
+        else:
+            if self.io_path == PARALLEL or self.comm.rank == 0:
+                with open_h5(self.h5_path, "r+", self.comm, self.io_path) as f:
+                    for p in self.populations:
+                        set_sorting_attrs(f[f"spikes/{p}"], self.sort_order, self._count[p])
+            self.comm.barrier()
         if self.csv_path is not None:
-            with open(self.csv_path, "w") as out:
-                out.write("timestamps population node_ids\n")
-                for p, ids, ts in rows:
-                    for t, i in zip(ts.tolist(), ids.tolist()):
-                        out.write(f"{t!r} {p} {i}\n")
+            from sonatarun.io.spike_csv import write_spikes_csv
+
+            if self.comm.rank == 0:
+                write_spikes_csv(self.h5_path, self.csv_path)
+            self.comm.barrier()
+        self._closed = True
