@@ -21,14 +21,23 @@ from sonatarun.errors import ConfigError
 _REGISTRY: dict[str, Callable] = {}
 
 
-def register_weight_function(name: str | None = None, *, vectorized: bool = False):
-    """Decorator (or call) registering `fn` under `name` (default: its __name__)."""
+def register_weight_function(name: str | Callable | None = None, fn: Callable | None = None, *,
+                             vectorized: bool = False):
+    """Register a weight function: ``register_weight_function("name", fn)`` (BMTK's
+    ``add_weight_function(fn, name)``), or as a decorator ``@register_weight_function("name")``."""
+    if callable(name) and fn is None:  # @register_weight_function without parentheses
+        fn, name = name, None
 
-    def deco(fn: Callable) -> Callable:
-        fn.vectorized = vectorized  # type: ignore[attr-defined]
-        _REGISTRY[name or fn.__name__] = fn
-        return fn
+    def deco(f: Callable) -> Callable:
+        if not callable(f):
+            raise ConfigError(f"weight function '{name}' is not callable", key="weight_function")
+        if vectorized:
+            f.vectorized = True  # type: ignore[attr-defined]
+        _REGISTRY[str(name or f.__name__)] = f
+        return f
 
+    if fn is not None:
+        return deco(fn)
     return deco
 
 
@@ -40,14 +49,31 @@ def get(name: str) -> Callable:
     return _REGISTRY[name]
 
 
-def load_module(path: Path) -> None:
-    """Import a user's Python file so its @register_weight_function decorators run."""
+def load_module(path: Path) -> list[str]:
+    """Import a user's Python file: its register_weight_function calls run, and its other top-level
+    functions become weight functions under their own names (as BMTK users write them)."""
+    import inspect
+
     path = Path(path)
     if not path.exists():
         raise ConfigError("weight function module not found", file=path, key="weight_functions")
     spec = importlib.util.spec_from_file_location(f"sonatarun_user_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    if spec is None or spec.loader is None:
+        raise ConfigError("not a Python module", file=path, key="weight_functions", fix="name a .py file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: report as bad input, one line
+        raise ConfigError(f"importing it failed: {type(exc).__name__}: {exc}", file=path,
+                          key="weight_functions", fix="run the file with python to see the traceback") from exc
+    added = []
+    for fname, obj in vars(module).items():
+        if fname.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != module.__name__:
+            continue
+        if fname not in _REGISTRY:
+            _REGISTRY[fname] = obj
+            added.append(fname)
+    return added
 
 
 @register_weight_function("default_weight_fnc")
@@ -63,12 +89,12 @@ def wmax(edge_props, source, target):
 
 @register_weight_function("gaussianLL", vectorized=True)
 def gaussian_ll(edges: pd.DataFrame, sources: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
-    """BMTK's gaussianLL: weight falls off with the difference of tuning angles."""
+    """BMTK's gaussianLL, vectorised: w0 * exp(-(delta/weight_sigma)^2) with BMTK's wrap-around delta,
+    ``abs(abs(abs(180 - abs(tgt - src)) % 360 - 90) - 90)`` (Python's % on a non-negative number)."""
     src = sources["tuning_angle"].to_numpy(float)
     tgt = targets["tuning_angle"].to_numpy(float)
-    delta = np.abs(np.abs(src - tgt) - 180.0)
-    delta = 180.0 - delta
-    sigma = edges["sigma"].to_numpy(float) if "sigma" in edges else np.full(len(edges), 50.0)
+    delta = np.abs(np.abs(np.mod(np.abs(180.0 - np.abs(tgt - src)), 360.0) - 90.0) - 90.0)
+    sigma = edges["weight_sigma"].to_numpy(float)
     return edges["syn_weight"].to_numpy(float) * np.exp(-(delta / sigma) ** 2)
 
 

@@ -111,3 +111,56 @@ def load(directory: Path, *, log=None) -> Path:
                               fix=f"delete {lib.parent.parent} to rebuild it")
         _LOADED.add(str(lib))
     return lib
+
+
+def load_mechanisms(directory: Path | str | None, *, log=None) -> Path | None:
+    """Load a config's ``mechanisms_dir`` (compiling on first use); None or a dir without .mod is fine
+    when it already holds a compiled library (BMTK users often ship x86_64/ next to modfiles/)."""
+    if directory is None:
+        return None
+    directory = Path(directory)
+    if not directory.exists():
+        raise EngineError("mechanisms_dir does not exist", file=directory, key="components.mechanisms_dir",
+                          fix="create it or remove the key from the config's components")
+    if not mod_files(directory):
+        lib = _library(directory)
+        if lib is None:
+            raise EngineError("no .mod files or compiled library found", file=directory,
+                              key="components.mechanisms_dir",
+                              fix="put the .mod files there (or in modfiles/) or remove the key")
+        if str(lib) not in _LOADED:
+            from neuron import h
+
+            h.nrn_load_dll(str(lib))
+            _LOADED.add(str(lib))
+        return lib
+    files = mod_files(directory)
+    if log and not _library(cache_root() / content_key(files)):
+        log.info("compiling NEURON mechanisms in %s on first use (run `sonatarun mechanisms build %s` "
+                 "beforehand to skip this)", directory, directory)
+    return load(directory, log=log)
+
+
+def known_mechanisms() -> set[str]:
+    """Names of the density mechanisms (SUFFIX) and point processes this process can create."""
+    from neuron import h
+
+    names: set[str] = set()
+    for kind in (0, 1):
+        mt = h.MechanismType(kind)
+        name = h.ref("")
+        for i in range(int(mt.count())):
+            mt.select(i)
+            mt.selected(name)
+            names.add(name[0])
+    return names
+
+
+def require_mechanisms(names: set[str] | list[str], source: str | Path | None = None) -> None:
+    """Raise a clear EngineError when a dynamics JSON names a mechanism that is not loaded."""
+    missing = sorted(set(names) - known_mechanisms())
+    if missing:
+        raise EngineError(f"mechanism{'s' if len(missing) > 1 else ''} {', '.join(missing)} not loaded",
+                          file=source, key="dynamics_params",
+                          fix="put the .mod file(s) in the config's components.mechanisms_dir "
+                              "(compiled on first run, or with `sonatarun mechanisms build DIR`)")

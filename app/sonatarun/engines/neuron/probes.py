@@ -1,0 +1,194 @@
+"""Membrane and synapse reports recorded by NEURON itself.
+
+Every column is a ``Vector.record`` of a range variable (or a synapse's
+variable) at every time step; NEURON appends to the Vectors inside ``psolve``
+with no Python in the loop, and :meth:`drain` copies them out at each block end
+(reads, subsamples to the report's dt, then empties the Vectors, which keep
+their capacity). Rows follow BMTK's convention so reports compare one to one:
+row ``i`` holds the state after time step ``start_step + i*dt_step + 1``
+(BMTK records in its post-``fadvance`` hook), for steps ``start_step <= k <
+end_step`` with ``k % dt_step == 0``.
+
+Column layout per cell, as BMTK writes it: ``sections: soma`` is one column,
+``soma(0.5)``; ``all`` or a list of section types is every segment of those
+sections in ``all`` order, with ``element_ids`` the section index and
+``element_pos`` the segment centre.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from sonatarun.engines.base import Probe, ProbeSpec, RunSettings
+from sonatarun.errors import ConfigError, EngineError
+
+_TYPE_CODES = {"soma": 1, "somatic": 1, "axon": 2, "axonal": 2, "dend": 3, "basal": 3, "apic": 4, "apical": 4}
+_ION_CONC = ("cai", "cao", "nai", "nao", "ki", "ko", "cli", "clo")
+
+
+def units_of(variable: str) -> str:
+    if variable == "v":
+        return "mV"
+    if variable in _ION_CONC:
+        return "mM"
+    if variable in ("ina", "ik", "ica", "il") or variable.startswith("i_"):
+        return "mA/cm2"
+    if variable in ("i", "g"):
+        return "nA" if variable == "i" else "uS"
+    return ""
+
+
+class _RecordingProbe(Probe):
+    """Shared time bookkeeping: which recorded samples become report rows."""
+
+    def _setup_times(self, spec: ProbeSpec, settings: RunSettings) -> None:
+        sim_dt = settings.dt
+        self.dt = float(spec.dt) if spec.dt else sim_dt
+        ratio = self.dt / sim_dt
+        if self.dt < sim_dt - 1e-12 or abs(ratio - round(ratio)) > 1e-4:
+            raise ConfigError(f"report dt {self.dt} must be a whole multiple of the run dt {sim_dt}",
+                              key=f"reports.{spec.name}.dt", fix=f"use a multiple of {sim_dt}")
+        self._dt_step = int(round(ratio))
+        start = spec.start_time if spec.start_time is not None else settings.tstart
+        end = spec.end_time if spec.end_time is not None else settings.tstop
+        if start < settings.tstart or end > settings.tstop or end < start:
+            raise ConfigError(f"report window [{start}, {end}] is outside the run [{settings.tstart}, "
+                              f"{settings.tstop}]", key=f"reports.{spec.name}", fix="fix start_time/end_time")
+        self.tstart, self.tstop = float(start), float(end)
+        self._start_step = int(start / sim_dt)
+        self._end_step = end / sim_dt
+        self._seen = 0  # samples consumed so far; sample s is the state after s steps (s=0: initial)
+
+    def _select(self, n_new: int) -> np.ndarray:
+        s = np.arange(self._seen, self._seen + n_new)
+        k = s - 1  # BMTK's tstep of that sample
+        keep = (k >= self._start_step) & (k < self._end_step) & (k % self._dt_step == 0)
+        self._seen += n_new
+        return np.flatnonzero(keep)
+
+    @property
+    def n_times(self) -> int:
+        """Rows the whole run produces (for preallocating the report)."""
+        k = np.arange(self._start_step, math.ceil(self._end_step - 1e-9))
+        return int(np.count_nonzero(k % self._dt_step == 0))
+
+    def drain(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        n_new = None
+        for var, vecs in self._vectors.items():
+            if not vecs:
+                n = 0 if n_new is None else n_new
+                out[var] = np.empty((n, 0))
+                continue
+            n = int(vecs[0].size())
+            data = np.empty((n, len(vecs)))
+            for j, vec in enumerate(vecs):
+                data[:, j] = vec.as_numpy()[:n]
+                vec.resize(0)
+            out[var] = data
+            n_new = n
+        if n_new is None:
+            n_new = 0
+        rows = self._select(n_new)
+        return {var: arr[rows] if len(arr) == n_new else arr[:0] for var, arr in out.items()}
+
+
+class MembraneProbe(_RecordingProbe):
+    def __init__(self, spec: ProbeSpec, cells: dict[int, Any], settings: RunSettings) -> None:
+        self.spec = spec
+        self._setup_times(spec, settings)
+        sections = spec.sections
+        if isinstance(sections, str):
+            sections = [sections]
+        sections = [str(s).lower() for s in sections]
+        soma_only = sections == ["soma"]
+        if not soma_only and "all" not in sections:
+            bad = [s for s in sections if s not in _TYPE_CODES]
+            if bad:
+                raise ConfigError(f"unknown section type(s) {bad}", key=f"reports.{spec.name}.sections",
+                                  fix="use soma, all, or a list of soma/dend/apic/axon (basal/apical)")
+        wanted = None if "all" in sections else {_TYPE_CODES[s] for s in sections}
+        node_ids, counts, elem, pos, segs = [], [], [], [], []
+        for gid, nid in zip(np.asarray(spec.gids).tolist(), np.asarray(spec.node_ids).tolist()):
+            cell = cells.get(int(gid))
+            if cell is None or getattr(cell, "segment_table", None) is None:
+                continue  # another rank's cell, or not a detailed one (BMTK reports only those)
+            if soma_only:
+                soma = cell.soma
+                sid = next(i for i, s in enumerate(cell.sections) if s == soma)
+                cell_segs = [(sid, 0.5, soma(0.5))]
+            else:
+                tbl = cell.segment_table
+                mask = np.ones(len(tbl.sec_id), bool) if wanted is None else np.isin(tbl.type, list(wanted))
+                secs = cell.sections
+                cell_segs = [(int(s), float(x), secs[int(s)](float(x)))
+                             for s, x in zip(tbl.sec_id[mask], tbl.x[mask])]
+            node_ids.append(int(nid))
+            counts.append(len(cell_segs))
+            for s, x, seg in cell_segs:
+                elem.append(s)
+                pos.append(x)
+                segs.append(seg)
+        self.node_ids = np.asarray(node_ids, dtype=np.uint64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.element_ids = np.asarray(elem, dtype=np.uint32)
+        self.element_pos = np.asarray(pos, dtype=np.float64)
+        self.units = units_of(spec.variables[0]) if spec.variables else ""
+        self._vectors = {var: [_record(seg, var, spec.name) for seg in segs] for var in spec.variables}
+
+
+class SynapseProbe(_RecordingProbe):
+    """A variable of every synapse (optionally of one point-process type) on the selected cells."""
+
+    def __init__(self, spec: ProbeSpec, cells: dict[int, Any], settings: RunSettings) -> None:
+        self.spec = spec
+        self._setup_times(spec, settings)
+        syn_type = spec.options.get("syn_type", None)
+        node_ids, counts, elem, pos, syns = [], [], [], [], []
+        for gid, nid in zip(np.asarray(spec.gids).tolist(), np.asarray(spec.node_ids).tolist()):
+            cell = cells.get(int(gid))
+            if cell is None or not hasattr(cell, "synapses"):
+                continue
+            mine = [(s, x, syn) for syn, _nc, s, x, _src in cell.synapses
+                    if not syn_type or syn.hname().startswith(syn_type)]
+            if not mine:
+                continue
+            node_ids.append(int(nid))
+            counts.append(len(mine))
+            for s, x, syn in mine:
+                elem.append(s)
+                pos.append(x)
+                syns.append(syn)
+        self.node_ids = np.asarray(node_ids, dtype=np.uint64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.element_ids = np.asarray(elem, dtype=np.uint32)
+        self.element_pos = np.asarray(pos, dtype=np.float64)
+        self.units = units_of(spec.variables[0]) if spec.variables else ""
+        self._vectors = {var: [_record(syn, var, spec.name) for syn in syns] for var in spec.variables}
+
+
+def _record(obj: Any, var: str, report: str) -> Any:
+    from neuron import h
+
+    try:
+        ref = getattr(obj, f"_ref_{var}")
+    except (AttributeError, NameError) as exc:
+        raise EngineError(f"cannot record '{var}' on {obj} ({exc})", key=f"reports.{report}.variable_name",
+                          fix="name a range variable that exists where you record (e.g. v, cai with a "
+                              "calcium mechanism, i for synapses)") from None
+    vec = h.Vector()
+    vec.record(ref)
+    return vec
+
+
+def create(spec: ProbeSpec, cells: dict[int, Any], settings: RunSettings) -> Probe:
+    """Entry point used by the engine's ``add_probe`` (before ``finitialize``)."""
+    kind = spec.kind.lower()
+    if kind in ("membrane", "membrane_report"):
+        return MembraneProbe(spec, cells, settings)
+    if kind in ("synapse", "syn_report", "netcon_report"):
+        return SynapseProbe(spec, cells, settings)
+    raise EngineError(f"the NEURON engine does not record '{spec.kind}' reports", key=f"reports.{spec.name}",
+                      fix="use membrane_report, syn_report or netcon_report")
