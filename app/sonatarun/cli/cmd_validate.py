@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sonatarun.config import SimulationConfig
+    from sonatarun.engines import registry
     from sonatarun.mpi import Comm
     from sonatarun.simulation import Simulation
     from sonatarun.simulation.simulation import RunOptions
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
         summary["local_plan"] = {"cells": sum(len(b) for b in plan["cells"]),
                                  "connections": sum(len(b) for b in plan["connections"]),
                                  "stimuli": len(plan["stimuli"]), "probes": len(plan["probes"])}
-        _check_models(plan, config, problems)
+        check = getattr(registry.get(sim.engine_name), "check_plan", None)
+        if check is not None:
+            problems.extend(check(plan, config.components))
     except SonataRunError as exc:
         problems.append(exc.render())
     summary["problems"] = problems
@@ -39,17 +42,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print(summary)
     return 2 if problems else 0
-
-
-def _check_models(plan, config, problems: list[str]) -> None:
-    """Engine-side checks that need no simulation: templates and parameters exist."""
-    from sonatarun.engines import registry
-
-    engine = registry.get(config.target_simulator or ("nest" if any(
-        (b.model_template or "").startswith("nest:") for b in plan["cells"]) else "neuron"))
-    check = getattr(engine, "check_plan", None)
-    if check is not None:
-        problems.extend(check(plan, config.components))
 
 
 def _print(s: dict) -> None:

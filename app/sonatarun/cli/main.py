@@ -14,7 +14,7 @@ import traceback
 from sonatarun import __version__
 from sonatarun.errors import SonataRunError
 
-COMMANDS = ["validate", "run", "plot", "mechanisms", "plan", "launch", "submit", "doctor"]
+COMMANDS = ["validate", "run", "summary", "plot", "mechanisms", "plan", "launch", "submit", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:

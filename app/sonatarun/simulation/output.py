@@ -84,3 +84,15 @@ def setup_logging(log_file: Path | None, to_console: bool, level: str, rank: int
     if not log.handlers:
         log.addHandler(logging.NullHandler())
     return log
+
+
+RUN_RECORD = "sonatarun.json"
+
+
+def write_run_record(directory: Path, record: dict) -> None:
+    """What ran and how long it took, for `sonatarun summary` and for humans (written atomically)."""
+    import json
+
+    tmp = directory / f".{RUN_RECORD}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, directory / RUN_RECORD)

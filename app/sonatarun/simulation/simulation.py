@@ -24,7 +24,7 @@ from sonatarun.mpi import Comm, world
 from sonatarun.reports import registry as reports
 from sonatarun.simulation.context import BuildContext
 from sonatarun.simulation.network import ParamFiles, cell_batches, choose_engine, connection_batches
-from sonatarun.simulation.output import OutputLock, check_output_dir, setup_logging
+from sonatarun.simulation.output import OutputLock, check_output_dir, setup_logging, write_run_record
 
 
 @dataclass
@@ -97,6 +97,16 @@ class Simulation:
             self._plan = {"cells": cells, "connections": conns, "stimuli": stimuli, "probes": probes}
         return self._plan
 
+    def check_engine(self, plan: dict[str, Any]) -> None:
+        """Ask the engine whether it can build this plan (templates, mechanisms) before any write."""
+        check = getattr(engines.get(self.engine_name), "check_plan", None)
+        problems = check(plan, self.config.components) if check else []
+        if problems:
+            from sonatarun.errors import EngineError
+
+            more = f" (and {len(problems) - 1} more problem(s): run `sonatarun validate`)" if len(problems) > 1 else ""
+            raise EngineError(problems[0] + more, file=self.config.source_of("networks"))
+
     def summary(self) -> dict[str, Any]:
         """What `sonatarun validate` prints: the model as sonatarun understands it."""
         pops = []
@@ -120,6 +130,7 @@ class Simulation:
         cfg, comm = self.config, self.comm
         phases: dict[str, float] = {}
         plan = self.plan()  # every input check happens before the output dir is touched
+        self.check_engine(plan)
         check_output_dir(self.output_dir, cfg.output.overwrite_output_dir, resume=self.options.resume)
         comm.barrier()
         lock = OutputLock(self.output_dir)
@@ -200,6 +211,14 @@ class Simulation:
         phases["finalize"] = time.perf_counter() - t_fin
         total = comm.allreduce_sum(n_spikes)
         wall = time.perf_counter() - t_all
+        if comm.is_root:
+            write_run_record(self.output_dir, {
+                "config": str(cfg.path), "engine": self.engine_name, "ranks": comm.size,
+                "threads": settings.threads, "tstart": settings.tstart, "tstop": settings.tstop, "dt": settings.dt,
+                "n_cells": self.circuit.n_cells, "n_spikes": int(total), "wall_seconds": wall, "phases": phases,
+                "spikes_file": str(spikes_h5) if spikes_h5 else None,
+                "reports": [str(w.path) for ws in report_writers for w in ws.values()],
+            })
         log.info("done: %d spikes in %.2f s (build %.2f s, simulate %.2f s, write %.2f s); outputs in %s", total,
                  wall, phases["build"], phases["simulate"], phases["finalize"], self.output_dir)
         return RunResult(self.output_dir, spikes_h5, total, wall, phases)

@@ -48,6 +48,42 @@ class NeuronEngine(Engine):
         self._spike_gid = h.Vector()
         self.probes: list[Probe] = []
 
+    @classmethod
+    def check_plan(cls, plan: dict[str, Any], components: dict[str, Path]) -> list[str]:
+        """Problems `build_cells` would hit, found without building (nothing is written)."""
+        os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")
+        from neuron import h
+
+        from sonatarun.engines.neuron.cells import BUILDERS
+
+        problems: list[str] = []
+        try:
+            mechanisms.load(mechanisms.PACKAGE_MOD_DIR)
+            mech_dir = components.get("mechanisms_dir")
+            if mech_dir is not None and mechanisms.mod_files(Path(mech_dir)):
+                mechanisms.load(Path(mech_dir))
+        except EngineError as exc:
+            return [exc.render()]
+        seen = set()
+        for b in plan["cells"]:
+            key = (b.population, b.node_type_id, b.model_type, b.model_template)
+            if key in seen:
+                continue
+            seen.add(key)
+            where = f"population '{b.population}', node type {b.node_type_id}"
+            if b.model_type not in BUILDERS:
+                problems.append(f"{where}: model_type '{b.model_type}' is not supported by NEURON "
+                                f"(use one of: {', '.join(sorted(BUILDERS))})")
+            elif b.model_type in ("point_process", "point_neuron"):
+                kind, _, name = (b.model_template or "").partition(":")
+                if kind != "nrn" or not name:
+                    problems.append(f"{where}: unknown model_template '{b.model_template}' "
+                                    f"(use nrn:<ArtificialCell>, e.g. nrn:IntFire1)")
+                elif not hasattr(h, name):
+                    problems.append(f"{where}: unknown model_template '{b.model_template}': NEURON has no "
+                                    f"'{name}' (load the mechanism that defines it via components.mechanisms_dir)")
+        return problems
+
     # -- model ---------------------------------------------------------------
     def build_cells(self, batches: list[CellBatch]) -> None:
         rank = int(self.pc.id())

@@ -1,0 +1,33 @@
+# sonatarun: `make demo` and `make test` set everything up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NPROC ?= $(shell nproc 2>/dev/null || echo 1)
+DEMO ?= examples/ring_intfire/config.simulation.json
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean help
+
+help:
+	@echo "make demo   set up .venv and run the flagship example on all $(NPROC) local cores"
+	@echo "make test   set up .venv and run the whole test suite"
+
+$(VENV)/.installed: pyproject.toml launchers/setup-host.sh
+	bash launchers/setup-host.sh
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[mpich,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	@rm -rf output/demo
+	$(VENV)/bin/sonatarun launch $(DEMO) --np $(NPROC) -- --output-dir output/demo
+	$(VENV)/bin/sonatarun summary output/demo
+
+test: setup
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) output build *.egg-info

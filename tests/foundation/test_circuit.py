@@ -1,0 +1,117 @@
+"""Circuit reading: the node-type join, several groups, indices, node-set queries."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from sonatarun.circuit import Circuit, resolve_node_set
+from sonatarun.circuit.edges import EdgePopulation, ranges_to_ids
+from sonatarun.config.model import EdgeFiles, NodeFiles
+from sonatarun.errors import CircuitError, ConfigError
+
+
+@pytest.fixture
+def circuit_files(tmp_path):
+    """Two populations in one nodes file, two node groups, an h5 dynamics_params subgroup."""
+    nodes = tmp_path / "nodes.h5"
+    with h5py.File(nodes, "w") as f:
+        a = f.create_group("nodes/A")
+        a["node_type_id"] = np.array([1, 2, 1, 2, 1])
+        a["node_group_id"] = np.array([0, 1, 0, 1, 0])
+        a["node_group_index"] = np.array([0, 0, 1, 1, 2])
+        a["0/x"] = np.array([10.0, 11.0, 12.0])
+        a["0/pop_name"] = np.array([b"e", b"e2", b"e"])  # h5 column wins over the CSV's
+        a["1/y"] = np.array([5.0, 6.0])
+        a["1/dynamics_params/tau"] = np.array([0.5, 0.7])
+        b = f.create_group("nodes/B")
+        b["node_type_id"] = np.array([3, 3])
+        b["node_group_id"] = np.array([0, 0])
+        b["node_group_index"] = np.array([0, 1])
+        b.create_group("0")
+    types = tmp_path / "node_types.csv"
+    types.write_text("node_type_id model_type pop_name model_template\n"
+                     "1 point_process csv_e nrn:IntFire1\n2 point_process csv_i nrn:IntFire1\n3 virtual input NONE\n")
+    edges = tmp_path / "edges.h5"
+    src = np.array([0, 1, 0, 1, 1, 0])
+    tgt = np.array([4, 0, 2, 2, 4, 0])
+    with h5py.File(edges, "w") as f:
+        g = f.create_group("edges/B_to_A")
+        g["source_node_id"] = src
+        g["source_node_id"].attrs["node_population"] = "B"
+        g["target_node_id"] = tgt
+        g["target_node_id"].attrs["node_population"] = "A"
+        g["edge_type_id"] = np.full(6, 7)
+        g["edge_group_id"] = np.zeros(6, int)
+        g["edge_group_index"] = np.arange(6)
+        g["0/syn_weight"] = np.arange(6) * 0.5
+        # target_to_source index: per target node, ranges into range_to_edge_id
+        order = np.argsort(tgt, kind="stable")
+        r2e, n2r = [], np.zeros((5, 2), dtype=np.uint64)
+        for node in range(5):
+            ids = np.sort(np.nonzero(tgt == node)[0])
+            start = len(r2e)
+            for e in ids:  # one range per edge: enough to exercise the expansion
+                r2e.append([e, e + 1])
+            n2r[node] = [start, len(r2e)]
+        g["indices/target_to_source/node_id_to_ranges"] = n2r
+        g["indices/target_to_source/range_to_edge_id"] = np.array(r2e, dtype=np.uint64)
+        del order
+    etypes = tmp_path / "edge_types.csv"
+    etypes.write_text("edge_type_id delay dynamics_params\n7 1.5 exc.json\n")
+    return tmp_path, nodes, types, edges, etypes
+
+
+def test_node_table_joins_types_and_groups(circuit_files):
+    _, nodes, types, edges, etypes = circuit_files
+    c = Circuit.open([NodeFiles(nodes, types)], [EdgeFiles(edges, etypes)])
+    assert list(c.nodes) == ["A", "B"] and c.offsets == {"A": 0, "B": 5}
+    t = c.nodes["A"].table
+    assert t["model_type"].tolist() == ["point_process"] * 5
+    assert t["pop_name"].tolist() == ["e", "csv_i", "e2", "csv_i", "e"]
+    np.testing.assert_array_equal(t["x"].to_numpy()[[0, 2, 4]], [10, 11, 12])
+    assert np.isnan(t["x"].to_numpy()[[1, 3]]).all()
+    dyn = c.nodes["A"].node_dynamics(np.array([1, 2, 3]))
+    np.testing.assert_allclose(dyn["tau"], [0.5, np.nan, 0.7])
+    pop_idx, nid = c.population_of_gids(np.array([0, 4, 5, 6]))
+    assert pop_idx.tolist() == [0, 0, 1, 1] and nid.tolist() == [0, 4, 0, 1]
+
+
+def test_edges_for_owned_targets_use_the_index(circuit_files):
+    _, nodes, types, edges, etypes = circuit_files
+    (epop,) = EdgePopulation.open_all(edges, etypes)
+    ids = epop.edge_ids_for_targets(np.array([0, 4]))
+    assert ids.tolist() == [0, 1, 4, 5]
+    frame = epop.read(ids)
+    assert frame["target_node_id"].tolist() == [4, 0, 4, 0]
+    np.testing.assert_allclose(frame["syn_weight"], [0.0, 0.5, 2.0, 2.5])
+    # without the index, the same answer from a scan
+    with h5py.File(edges, "a") as f:
+        del f["edges/B_to_A/indices"]
+    assert epop.edge_ids_for_targets(np.array([0, 4])).tolist() == [0, 1, 4, 5]
+    assert ranges_to_ids(np.array([[3, 5], [9, 9], [0, 2]])).tolist() == [3, 4, 0, 1]
+
+
+def test_node_set_queries(circuit_files):
+    _, nodes, types, edges, etypes = circuit_files
+    c = Circuit.open([NodeFiles(nodes, types)], [])
+    named = {"exc": {"population": "A", "pop_name": "e"}, "both": ["exc", "B"], "few": [1, 3]}
+    assert resolve_node_set("exc", c, named)["A"].tolist() == [0, 4]
+    both = resolve_node_set("both", c, named)
+    assert both["A"].tolist() == [0, 4] and both["B"].tolist() == [0, 1]
+    assert resolve_node_set({"population": "A", "pop_name": ["e", "csv_i"], "node_id": [0, 1, 9]}, c,
+                            named)["A"].tolist() == [0, 1]
+    assert resolve_node_set({"model_type": "virtual"}, c, named) == {"B": pytest.approx([0, 1])}
+    assert resolve_node_set("few", c, named)["A"].tolist() == [1, 3]
+    with pytest.raises(ConfigError, match="unknown node set 'nope'.*use one of: A, B, both, exc, few"):
+        resolve_node_set("nope", c, named)
+    with pytest.raises(ConfigError, match="population 'A' has no attribute 'color'"):
+        resolve_node_set({"population": "A", "color": "red"}, c, named)
+
+
+def test_edge_population_naming_an_undefined_node_population(circuit_files):
+    _, nodes, types, edges, etypes = circuit_files
+    with h5py.File(edges, "a") as f:
+        f["edges/B_to_A/source_node_id"].attrs["node_population"] = "C"
+    with pytest.raises(CircuitError, match="source node population 'C' that no nodes file defines"):
+        Circuit.open([NodeFiles(nodes, types)], [EdgeFiles(edges, etypes)])
