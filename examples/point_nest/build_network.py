@@ -53,11 +53,12 @@ def build(out: Path = HERE / "network") -> None:
                      syn_weight=90.0, delay=1.5, dynamics_params="stdp_exc.json",
                      model_template="stdp_synapse")
     # exc -> glif / inh (static, receptor 1), per-edge delays
-    cm = cortex.add_edges(source={"pop_name": "exc"}, target={"pop_name": ["glif", "inh"]},
-                          connection_rule=random_nsyns, connection_params={"p": 0.2, "nmax": 3},
-                          syn_weight=30.0, dynamics_params="static_glif_exc.json",
-                          model_template="static_synapse")
-    cm.add_properties("delay", rule=grid_delay, dtypes=float)
+    for target in ("glif", "inh"):
+        cm = cortex.add_edges(source={"pop_name": "exc"}, target={"pop_name": target},
+                              connection_rule=random_nsyns, connection_params={"p": 0.2, "nmax": 3},
+                              syn_weight=30.0, dynamics_params="static_glif_exc.json",
+                              model_template="static_synapse")
+        cm.add_properties("delay", rule=grid_delay, dtypes=float)
     # inh -> exc (static, negative weight)
     cortex.add_edges(source={"pop_name": "inh"}, target={"pop_name": "exc"},
                      connection_rule=random_nsyns, connection_params={"p": 0.3, "nmax": 2},
@@ -87,10 +88,11 @@ def build(out: Path = HERE / "network") -> None:
                   connection_rule=random_nsyns, connection_params={"p": 0.3, "nmax": 3},
                   syn_weight=160.0, delay=2.0, dynamics_params="static_iaf.json",
                   model_template="static_synapse")
-    lgn.add_edges(source=lgn.nodes(), target=cortex.nodes(pop_name=["glif", "inh"]),
-                  connection_rule=random_nsyns, connection_params={"p": 0.25, "nmax": 2},
-                  syn_weight=30.0, delay=2.0, dynamics_params="static_glif_exc.json",
-                  model_template="static_synapse")
+    for target in ("glif", "inh"):
+        lgn.add_edges(source=lgn.nodes(), target=cortex.nodes(pop_name=target),
+                      connection_rule=random_nsyns, connection_params={"p": 0.25, "nmax": 2},
+                      syn_weight=30.0, delay=2.0, dynamics_params="static_glif_exc.json",
+                      model_template="static_synapse")
     lgn.add_edges(source=lgn.nodes(), target=thal.nodes(),
                   connection_rule=random_nsyns, connection_params={"p": 0.2, "nmax": 2},
                   syn_weight=0.7, delay=1.0, dynamics_params="static_iaf.json",

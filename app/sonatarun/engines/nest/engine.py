@@ -49,6 +49,7 @@ class NestEngine(Engine):
         self._probes: list[MultimeterProbe] = []
         self._stimuli: list = []
         self._connected = False
+        self._flushed = False
         self.stats: dict[str, int] = {"cells": 0, "virtual": 0, "edges": 0}
 
     # -- model ---------------------------------------------------------------
@@ -128,27 +129,43 @@ class NestEngine(Engine):
             self._create_generators()
             self._connected = True
         self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
+        for probe in self._probes:
+            probe.capture_initial()
 
     def advance(self, t_stop: float) -> None:
         dt = float(self.settings.dt)
         steps = int(round((float(t_stop) - self.time) / dt))
         if steps <= 0:
             return
+        self._run(steps * dt)
+        if self._probes and t_stop >= float(self.settings.tstop) - dt / 2 and not self._flushed:
+            # A multimeter hands over the samples of a min-delay slice during the next slice,
+            # so the samples of the last slice need one more (unrecorded) slice: spikes after
+            # tstop are dropped by drain_spikes, multimeters stop at tstop.
+            self._flushed = True
+            self._run(float(self.nest.GetKernelStatus("min_delay")))
+
+    def _run(self, ms: float) -> None:
         nest = self.nest
         nest.Prepare()
         try:
-            nest.Run(steps * dt)
+            nest.Run(ms)
         finally:
             nest.Cleanup()
 
     def drain_spikes(self) -> tuple[np.ndarray, np.ndarray]:
         if self._recorder is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        return self._recorder.drain()
+        gids, times = self._recorder.drain()
+        if self._flushed:
+            keep = times <= float(self.settings.tstop) + 1e-9
+            gids, times = gids[keep], times[keep]
+        return gids, times
 
     @property
     def time(self) -> float:
-        return float(self.nest.biological_time)
+        t = float(self.nest.biological_time)
+        return min(t, float(self.settings.tstop)) if self._flushed else t
 
     # -- checkpoints ---------------------------------------------------------
     def save_state(self, directory: Path) -> dict[str, Any]:

@@ -74,32 +74,53 @@ class MultimeterProbe(Probe):
                               key=f"reports.{spec.name}.dt", fix="use a multiple of run.dt")
         start = float(spec.start_time) if spec.start_time is not None else tstart
         stop = float(spec.end_time) if spec.end_time is not None else tstop
-        # BMTK: multimeter start/stop are the report (else run) times, interval the report dt
+        # Rows are t = start, start + dt, ... < stop (the writers' [tstart, tstop, dt] layout).
+        # A NEST multimeter records samples at t in (start, stop], each the state at the end
+        # of the step ending at t; it cannot sample t = 0, so that row is the initial state.
+        self.n_rows = int(round((stop - start) / self.dt))
+        self._needs_initial = start < self.dt / 2
+        mm_start = 0.0 if self._needs_initial else start - self.dt
         params: dict[str, Any] = {"record_from": self.variables, "interval": self.dt, "record_to": "memory",
-                                  "start": start, "stop": stop}
+                                  "start": mm_start, "stop": max(mm_start, stop - self.dt)}
         self.device = nest.Create("multimeter", params=params)
         unique_sorted = sorted(set(nest_ids.tolist()))
-        nest.Connect(self.device, nest.NodeCollection(unique_sorted))
-        self._lookup = {nid: i for i, nid in enumerate(unique_sorted)}
+        self._targets = nest.NodeCollection(unique_sorted)
+        nest.Connect(self.device, self._targets)
+        lookup = {nid: i for i, nid in enumerate(unique_sorted)}
         # column j of the output is cell j of the spec (its unique-sorted slot)
-        self._columns = np.array([self._lookup[int(x)] for x in nest_ids], dtype=np.int64)
+        self._columns = np.array([lookup[int(x)] for x in nest_ids], dtype=np.int64)
         self._n_unique = len(unique_sorted)
         self._id_base = np.array(unique_sorted, dtype=np.int64)
+        self._initial: dict[str, np.ndarray] | None = None
+        self.rows_out = 0
+
+    def capture_initial(self) -> None:
+        """Read the state at t = 0 (before the first Run) for the first row."""
+        if self._needs_initial and self._initial is None:
+            self._initial = {v: np.asarray(self._targets.get(v), dtype=np.float64).reshape(1, -1)[:, self._columns]
+                             for v in self.variables}
 
     def drain(self) -> dict[str, np.ndarray]:
         ev = self.device.get("events")
         senders = np.asarray(ev["senders"], dtype=np.int64)
-        if len(senders) == 0:
-            return {v: np.zeros((0, len(self.node_ids))) for v in self.variables}
-        times = np.asarray(ev["times"], dtype=np.float64)
-        tsteps = np.rint(times / self.dt).astype(np.int64)
-        uniq_steps, row = np.unique(tsteps, return_inverse=True)
-        col = np.searchsorted(self._id_base, senders)
-        out = {}
-        for v in self.variables:
-            grid = np.full((len(uniq_steps), self._n_unique), np.nan)
-            grid[row, col] = np.asarray(ev[v], dtype=np.float64)
-            out[v] = grid[:, self._columns]
-        self.device.n_events = 0
-        self.times = np.round(uniq_steps * self.dt, TIME_DECIMALS)
+        out: dict[str, np.ndarray] = {}
+        if len(senders):
+            times = np.asarray(ev["times"], dtype=np.float64)
+            tsteps = np.rint(times / self.dt).astype(np.int64)
+            uniq_steps, row = np.unique(tsteps, return_inverse=True)
+            col = np.searchsorted(self._id_base, senders)
+            for v in self.variables:
+                grid = np.full((len(uniq_steps), self._n_unique), np.nan)
+                grid[row, col] = np.asarray(ev[v], dtype=np.float64)
+                out[v] = grid[:, self._columns]
+            self.device.n_events = 0
+        else:
+            out = {v: np.zeros((0, len(self.node_ids))) for v in self.variables}
+        if self._initial is not None:
+            out = {v: np.concatenate([self._initial[v], out[v]]) for v in self.variables}
+            self._initial = None
+            self._needs_initial = False
+        room = self.n_rows - self.rows_out
+        out = {v: a[:room] for v, a in out.items()}
+        self.rows_out += len(next(iter(out.values()))) if out else 0
         return out
