@@ -176,7 +176,8 @@ def build(base: Path, seed: int = SEED) -> Path:
                    z=np.zeros(N_RING_FAST))
 
     def next_in_ring(source, target):
-        # Two synapses from each cell onto its successor: 2 * 0.75 > 1, so a wave runs round the ring.
+        # Two synapses from each cell onto its successor: 2 * 0.6 = 1.2 fires it unless recent
+        # inhibition (below) holds it under -0.2, so waves run, stall and restart with the inputs.
         return 2 if target.node_id == (source.node_id + 1) % n_ring else 0
 
     def skip_inhibition(source, target):
@@ -188,9 +189,9 @@ def build(base: Path, seed: int = SEED) -> Path:
         return float(np.round(edge_rng(seed + 1, source.node_id, target.node_id).uniform(lo, hi), 3))
 
     # Edge type without per-edge properties: BMTK's builder stores an `nsyns` column, and BioNet
-    # turns it into ONE NetCon of weight syn_weight * sign * nsyns (= 0.75 * 1 * 2 = 1.5).
+    # turns it into ONE NetCon of weight syn_weight * sign * nsyns (= 0.6 * 1 * 2 = 1.2).
     ring.add_edges(source=ring.nodes(), target=ring.nodes(), connection_rule=next_in_ring,
-                   syn_weight=0.75, delay=2.0, dynamics_params="instantaneousExc.json", model_template="exp2syn")
+                   syn_weight=0.6, delay=2.0, dynamics_params="instantaneousExc.json", model_template="exp2syn")
     # Edge type with a per-edge property (delay): the builder writes one ROW per synapse and no
     # `nsyns` column, so BioNet makes one NetCon per row with weight syn_weight as is (no sign):
     # inhibition therefore needs a negative syn_weight.
