@@ -11,6 +11,8 @@ What it exercises (each one a place where a reader can silently differ from BMTK
   ``sign: -1`` inhibitory type with a positive syn_weight) and edge groups written one row per
   synapse with per-edge delays (weight = syn_weight, no sign);
 - edge and node type ids that repeat across files (every builder starts at 100);
+- ``weight_function`` (``gaussianLL`` on ``tuning_angle``/``weight_sigma``, ``wmax``) next to
+  edge types without one in the same file;
 - recurrent edges inside and between populations, delays from the type CSV and from the h5.
 """
 from __future__ import annotations
@@ -120,11 +122,15 @@ def build(base: Path, seed: int = SEED) -> Path:
     def jitter(source, target, lo, hi, salt):
         return float(np.round(ring.edge_rng(seed + salt, source.node_id, target.node_id).uniform(lo, hi), 3))
 
+    def tuning(n, salt):
+        # preferred orientation (deg), a node attribute read by the gaussianLL weight function
+        return np.round(np.random.default_rng([seed, salt]).uniform(0.0, 360.0, n), 2)
+
     cortex = NetworkBuilder("cortex")
     cortex.add_nodes(N=32, pop_name="exc", ei="e", model_type="point_process", model_template="nrn:IntFire1",
-                     dynamics_params="IntFire1_exc.json")
+                     dynamics_params="IntFire1_exc.json", tuning_angle=tuning(32, 1))
     cortex.add_nodes(N=10, pop_name="inh", ei="i", model_type="point_process", model_template="nrn:IntFire1",
-                     dynamics_params="IntFire1_inh.json")
+                     dynamics_params="IntFire1_inh.json", tuning_angle=tuning(10, 2))
 
     thalamus = NetworkBuilder("thalamus")
     n_thal = 16
@@ -136,7 +142,7 @@ def build(base: Path, seed: int = SEED) -> Path:
                        dynamics_params="IntFire1_burst.json")
 
     lgn = NetworkBuilder("lgn")
-    lgn.add_nodes(N=20, pop_name="lgn_on", model_type="virtual")
+    lgn.add_nodes(N=20, pop_name="lgn_on", model_type="virtual", tuning_angle=tuning(20, 3))
     bkg = NetworkBuilder("bkg")
     bkg.add_nodes(N=4, pop_name="bkg", model_type="virtual")
 
@@ -165,8 +171,14 @@ def build(base: Path, seed: int = SEED) -> Path:
     cm = lgn.add_edges(source=lgn.nodes(), target=thalamus.nodes(), connection_rule=prob(0.35, 11),
                        syn_weight=0.45, dynamics_params="instantaneousExc.json", model_template="exp2syn")
     cm.add_properties("delay", rule=jitter, rule_params={"lo": 1.0, "hi": 2.0, "salt": 12}, dtypes=float)
-    lgn.add_edges(source=lgn.nodes(), target=cortex.nodes(**exc), connection_rule=prob(0.1, 13),
-                  syn_weight=0.2, delay=3.017, dynamics_params="instantaneousExc.json", model_template="exp2syn")
+    # weight_function: BMTK computes gaussianLL(edge, source, target) = syn_weight * exp(-(dtuning/weight_sigma)^2),
+    # then (nsyns column) multiplies by sign * nsyns; `wmax` returns syn_weight.
+    lgn.add_edges(source=lgn.nodes(), target=cortex.nodes(**exc), connection_rule=prob(0.25, 13),
+                  syn_weight=0.45, weight_function="gaussianLL", weight_sigma=60.0, delay=3.017,
+                  dynamics_params="instantaneousExc.json", model_template="exp2syn")
+    lgn.add_edges(source=lgn.nodes(), target=cortex.nodes(**inh), connection_rule=prob(0.2, 17),
+                  syn_weight=0.25, weight_function="wmax", delay=2.213,
+                  dynamics_params="instantaneousExc.json", model_template="exp2syn")
     bkg.add_edges(source=bkg.nodes(), target=cortex.nodes(), connection_rule=prob(0.5, 14),
                   syn_weight=0.12, delay=0.743, dynamics_params="instantaneousExc.json", model_template="exp2syn")
     cm = bkg.add_edges(source=bkg.nodes(), target=thalamus.nodes(), connection_rule=prob(0.5, 15),
