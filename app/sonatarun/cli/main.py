@@ -12,7 +12,7 @@ import sys
 import traceback
 
 from sonatarun import __version__
-from sonatarun.errors import SonataRunError
+from sonatarun.errors import Interrupted, SonataRunError
 
 COMMANDS = ["validate", "run", "summary", "plot", "mechanisms", "plan", "launch", "submit", "doctor"]
 
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         code = args.func(args)
+    except Interrupted as exc:
+        print(f"sonatarun: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
     except SonataRunError as exc:
         if debug:
             traceback.print_exc()

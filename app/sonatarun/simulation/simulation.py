@@ -8,6 +8,7 @@ reports are drained, written and flushed at each block end.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from sonatarun.engines.base import CellBatch, ConnectionBatch, ProbeSpec, RunSet
 from sonatarun.inputs import registry as inputs
 from sonatarun.mpi import Comm, world
 from sonatarun.reports import registry as reports
+from sonatarun.errors import Interrupted, OutputError
+from sonatarun.simulation.checkpoint import CheckpointPolicy, CheckpointStore, StopRequest, fingerprint
 from sonatarun.simulation.context import BuildContext
 from sonatarun.simulation.network import ParamFiles, cell_batches, choose_engine, connection_batches
 from sonatarun.simulation.output import OutputLock, check_output_dir, setup_logging, write_run_record
@@ -171,36 +174,65 @@ class Simulation:
         spiking = [p for p in pop_names if self.circuit.has_cells(p)]
         spike_writer = SpikeWriter(spikes_h5, comm, spiking, cfg.output.spikes_sort_order, spikes_csv)
         report_writers = self._report_writers(probes)
+        writers = [spike_writer] + [w for ws in report_writers for w in ws.values()]
         engine.prepare()
+        store = CheckpointStore(self.output_dir, comm)
+        interval = self.options.checkpoint_interval
+        if interval is None:
+            interval = cfg.run.checkpoint_interval
+        policy = CheckpointPolicy.choose(interval, settings.tstart)
+        fprint = fingerprint(cfg.raw)
+        t, block, n_spikes = settings.tstart, 0, 0
+        if self.options.resume:
+            t, block = self._restore(store, engine, writers, fprint, log)
+            policy.done(t)
+        else:
+            store.clear()
+        if policy.enabled and comm.is_root:
+            log.info("checkpoints every %s", f"{policy.interval_ms:g} ms" if policy.interval_ms else
+                     f"{policy.wall_seconds:g} s of wall time (batch scheduler)")
 
         t_sim = time.perf_counter()
-        block = settings.block_ms
-        t, n_spikes = settings.tstart, 0
-        span = settings.tstop - settings.tstart
-        while t < settings.tstop - 1e-9:
-            t_next = min(t + block, settings.tstop)
-            engine.advance(t_next)
-            gids, times = engine.drain_spikes()
-            n_spikes += len(gids)
-            pop_idx, node_ids = self.circuit.population_of_gids(gids)
-            for i, name in enumerate(pop_names):
-                if name not in spiking:
-                    continue
-                sel = pop_idx == i
-                spike_writer.append(name, node_ids[sel], times[sel])
-            spike_writer.flush()
-            for (_, _, probe), writer in zip(probes, report_writers):
-                data = probe.drain()
-                for var, w in writer.items():
-                    w.write_block(data[var])
-                    w.flush()
-            t = t_next
-            if comm.is_root:
-                wall = time.perf_counter() - t_sim
-                done = (t - settings.tstart) / span
-                eta = wall / done * (1 - done) if done > 0 else 0.0
-                log.info("t = %.6g / %.6g ms (%3.0f%%), wall %.1f s, ~%.1f s left", t, settings.tstop, 100 * done,
-                         wall, eta)
+        t_begin = t
+        span = settings.tstop - t_begin
+        with StopRequest() as stop:
+            while t < settings.tstop - 1e-9:
+                t_next = min(settings.tstart + (block + 1) * settings.block_ms, settings.tstop)
+                engine.advance(t_next)
+                gids, times = engine.drain_spikes()
+                n_spikes += len(gids)
+                pop_idx, node_ids = self.circuit.population_of_gids(gids)
+                for i, name in enumerate(pop_names):
+                    if name not in spiking:
+                        continue
+                    sel = pop_idx == i
+                    spike_writer.append(name, node_ids[sel], times[sel])
+                spike_writer.flush()
+                for (_, _, probe), writer in zip(probes, report_writers):
+                    data = probe.drain()
+                    for var, w in writer.items():
+                        w.write_block(data[var])
+                        w.flush()
+                t, block = t_next, block + 1
+                if comm.is_root:
+                    wall = time.perf_counter() - t_sim
+                    done = (t - t_begin) / span
+                    eta = wall / done * (1 - done) if done > 0 else 0.0
+                    log.info("t = %.6g / %.6g ms (%3.0f%%), wall %.1f s, ~%.1f s left", t, settings.tstop,
+                             100 * (t - settings.tstart) / (settings.tstop - settings.tstart), wall, eta)
+                signum = stop.agreed(comm)
+                if t < settings.tstop - 1e-9 and (signum or policy.due(t)):
+                    for w in writers:
+                        w.flush(sync=True)
+                    t_ck = time.perf_counter()
+                    path = store.save(t, block, engine, writers, fprint)
+                    policy.done(t)
+                    phases["checkpoint"] = phases.get("checkpoint", 0.0) + time.perf_counter() - t_ck
+                    log.info("checkpoint at t = %.6g ms written in %.2f s (%s)", t, time.perf_counter() - t_ck, path)
+                    if signum:
+                        raise Interrupted(
+                            f"stopped by {signal.Signals(signum).name} at t = {t:.6g} ms; checkpoint written",
+                            file=self.output_dir, fix="run the same command with --resume to continue")
         phases["simulate"] = time.perf_counter() - t_sim
         t_fin = time.perf_counter()
         spike_writer.close()
@@ -222,6 +254,26 @@ class Simulation:
         log.info("done: %d spikes in %.2f s (build %.2f s, simulate %.2f s, write %.2f s); outputs in %s", total,
                  wall, phases["build"], phases["simulate"], phases["finalize"], self.output_dir)
         return RunResult(self.output_dir, spikes_h5, total, wall, phases)
+
+    def _restore(self, store: CheckpointStore, engine, writers: list, fprint: str,
+                 log: logging.Logger) -> tuple[float, int]:
+        directory, meta = store.latest()
+        if meta.get("fingerprint") != fprint:
+            raise OutputError("the checkpoint was written for a different model or time grid", file=directory,
+                              fix="resume with the config that wrote it, or run without --resume")
+        if meta.get("engine") != engine.name:
+            raise OutputError(f"the checkpoint was written by the {meta.get('engine')} engine", file=directory,
+                              fix="resume with the same target_simulator")
+        if len(meta.get("writers", [])) != len(writers):
+            raise OutputError("the checkpoint's outputs do not match this run's (reports changed?)", file=directory,
+                              fix="resume with the config that wrote it")
+        engine.restore_state(directory / "engine", meta.get("engine_meta", {}))
+        for w, state in zip(writers, meta["writers"]):
+            w.truncate(state)
+        t, block = float(meta["t"]), int(meta["block"])
+        log.info("resumed from the checkpoint at t = %.6g ms (written by %d rank(s), now %d)", t, meta["ranks"],
+                 self.comm.size)
+        return t, block
 
     def _report_writers(self, probes) -> list[dict[str, Any]]:
         if not probes:

@@ -161,5 +161,59 @@ class NeuronEngine(Engine):
     def time(self) -> float:
         return float(self.h.t)
 
+    # -- checkpoints ---------------------------------------------------------
+    def save_state(self, directory: Path) -> dict[str, Any]:
+        """BBSaveState, one file per gid, so a restore may use another rank count.
+
+        NEURON 9 writes ``bbss_out/tmp.<gid>.<rank>`` relative to the working directory; each rank
+        then turns its own files into the ``in/tmp.<gid>`` form that ``restore_test`` reads
+        (a count line, then the cell), in parallel: no serial merge.
+        """
+        h, rank = self.h, int(self.pc.id())
+        cwd = os.getcwd()
+        if rank == 0:
+            (directory / "bbss_out").mkdir(parents=True, exist_ok=True)
+            (directory / "in").mkdir(parents=True, exist_ok=True)
+        self.pc.barrier()
+        os.chdir(directory)
+        try:
+            h.BBSaveState().save_test()
+        finally:
+            os.chdir(cwd)
+        self.pc.barrier()
+        out, inn = directory / "bbss_out", directory / "in"
+        suffix = f".{rank}"
+        for f in out.iterdir():
+            if f.name.startswith("tmp.") and f.name.endswith(suffix):
+                gid = f.name.split(".")[1]
+                (inn / f"tmp.{gid}").write_bytes(b"1\n" + f.read_bytes())
+                f.unlink()
+        self.pc.barrier()
+        if rank == 0:
+            os.replace(out / "tmp", inn / "tmp")
+            out.rmdir()
+        self.pc.barrier()
+        return {"t": self.time, "gids": int(self.comm.allreduce_sum(len(self.cells)))}
+
+    def restore_state(self, directory: Path, meta: dict[str, Any]) -> None:
+        h = self.h
+        n_gids = int(self.comm.allreduce_sum(len(self.cells)))
+        if n_gids != int(meta.get("gids", n_gids)):
+            raise EngineError(f"the checkpoint holds {meta['gids']} cells, this model {n_gids}", file=directory,
+                              fix="resume with the config that wrote the checkpoint")
+        cwd = os.getcwd()
+        os.chdir(directory)
+        try:
+            h.BBSaveState().restore_test()
+        finally:
+            os.chdir(cwd)
+        h.frecord_init()  # Vector.record restarts from the restored time
+        steps = int(round((self.time - self.settings.tstart) / self.settings.dt))
+        for probe in self.probes:
+            resume = getattr(probe, "resume_at", None)
+            if resume is not None:
+                resume(steps)
+        self.pc.barrier()
+
     def finish(self) -> None:
         self.pc.barrier()
