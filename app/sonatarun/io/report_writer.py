@@ -114,6 +114,10 @@ class CompartmentReportWriter:
         return _Layout(n_elements=n_elements, n_cells=len(ids), cols_by_rank=cols_by_rank)
 
     @property
+    def path(self) -> Path:
+        return self.h5_path
+
+    @property
     def n_elements(self) -> int:
         return self._layout.n_elements
 

@@ -35,6 +35,8 @@ def write_rows(ds: h5py.Dataset, start: int, arr: np.ndarray, collective: bool) 
 
     With ``collective`` every rank must call this, each with its own rows (possibly none).
     """
+    if ds.size == 0:  # same on every rank; an empty contiguous dataset has no address to write at
+        return
     arr = np.ascontiguousarray(arr, dtype=ds.dtype)
     fspace = ds.id.get_space()
     n = arr.shape[0] if arr.ndim else 0

@@ -75,10 +75,16 @@ def write_root_attrs(f: h5py.File) -> None:
 class SpikeWriter:
     """Write the run's spikes; :meth:`append` is local, everything else is collective."""
 
-    def __init__(self, h5_path: Path | str, comm: Comm, populations: list[str], sort_order: str = "none",
+    def __init__(self, h5_path: Path | str | None, comm: Comm, populations: list[str], sort_order: str = "none",
                  csv_path: Path | str | None = None) -> None:
-        self.h5_path = Path(h5_path)
         self.csv_path = Path(csv_path) if csv_path is not None else None
+        # CSV only: the h5 is still the block store (bounded memory, resumable), removed at close
+        self._h5_is_scratch = h5_path is None and self.csv_path is not None
+        if h5_path is None:
+            h5_path = (self.csv_path.with_name(self.csv_path.name + ".work.h5") if self.csv_path is not None
+                       else None)
+        self._disabled = h5_path is None
+        self.h5_path = Path(h5_path) if h5_path is not None else Path(os.devnull)
         self.comm = comm
         self.populations = sorted(dict.fromkeys(populations))
         self.sort_order = normalize_sort_order(sort_order)
@@ -106,8 +112,15 @@ class SpikeWriter:
             rec["t"] = ts
             self._pending[population].append(rec)
 
+    @property
+    def path(self) -> Path:
+        return self.h5_path
+
     def flush(self, sync: bool = False) -> None:
         """End of block: every rank's queued spikes reach the file, which is then closed."""
+        if self._disabled:
+            self._pending = {p: [] for p in self.populations}
+            return
         local = {p: (np.concatenate(v) if v else np.zeros(0, RECORD)) for p, v in self._pending.items()}
         self._pending = {p: [] for p in self.populations}
         # one small collective: per population (count, min t, max t) of every rank
@@ -218,6 +231,8 @@ class SpikeWriter:
             raise OutputError("checkpoint does not match this spikes file (different populations)",
                               file=self.h5_path, fix="resume with the same config, or run without --resume")
         counts = {p: int(n) for p, n in state["counts"].items()}
+        if self._disabled:
+            return
         problem = None
         if self.io_path == PARALLEL or self.comm.rank == 0:
             try:
@@ -246,7 +261,8 @@ class SpikeWriter:
     # ---------------------------------------------------------------- close
     def close(self) -> None:
         """Flush, sort where the order is not yet final, set the attributes, write the CSV twin."""
-        if self._closed:
+        if self._closed or self._disabled:
+            self._closed = True
             return
         self.flush()
         from sonatarun.io import spike_sort
@@ -264,5 +280,7 @@ class SpikeWriter:
 
             if self.comm.rank == 0:
                 write_spikes_csv(self.h5_path, self.csv_path)
+                if self._h5_is_scratch:
+                    self.h5_path.unlink()
             self.comm.barrier()
         self._closed = True
