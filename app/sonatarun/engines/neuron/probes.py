@@ -151,7 +151,8 @@ class SynapseProbe(_RecordingProbe):
             cell = cells.get(int(gid))
             if cell is None or not hasattr(cell, "synapses"):
                 continue
-            mine = [(s, x, syn) for syn, _nc, s, x, _src in cell.synapses
+            ordered = cell.synapses_in_bmtk_order() if hasattr(cell, "synapses_in_bmtk_order") else cell.synapses
+            mine = [(s, x, syn) for syn, _nc, s, x, _src in ordered
                     if not syn_type or syn.hname().startswith(syn_type)]
             if not mine:
                 continue

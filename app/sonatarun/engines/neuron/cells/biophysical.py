@@ -34,6 +34,8 @@ class BioCell(NrnCell):
         self.cell = processing.SectionSet(self)
         self.segment_table: SegmentTable | None = None
         self.synapses: list[tuple[Any, Any, int, float, int]] = []  # (syn, netcon, sec_id, x, src gid)
+        self.synapse_keys: list[tuple[str, int, int]] = []  # (edge population, edge id, k-th synapse of the edge)
+        self.population_order: list[str] = []  # edge populations in BMTK's connection order
         self.hobj: Any = None  # the hoc template object for hoc: models
         self._rng = np.random.RandomState(self.gid)  # BMTK: Cell.init_connections
         self._uniforms = np.empty(0)
@@ -82,6 +84,8 @@ class BioCell(NrnCell):
     # -- random placement stream ----------------------------------------------
     def add_draw_plan(self, population: str, edge_ids: np.ndarray, offsets: np.ndarray, total: int) -> None:
         """Called by :func:`synapses.plan_placement`: where each edge's draws start in this cell's stream."""
+        if population not in self.population_order:
+            self.population_order.append(population)
         order = np.argsort(edge_ids, kind="stable")
         self._plans[population] = (np.asarray(edge_ids)[order], self._stream_end + np.asarray(offsets)[order])
         self._stream_end += int(total)
@@ -140,16 +144,30 @@ class BioCell(NrnCell):
             per_edge = n
         keep: list[Any] = []
         edge_of = np.repeat(np.arange(len(rows)), per_edge)
+        nth = np.arange(len(edge_of)) - np.repeat(np.cumsum(per_edge) - per_edge, per_edge)
+        ids = (np.asarray(batch.edge_ids)[rows] if batch.edge_ids is not None else rows).tolist()
+        pop = batch.edge_population
+        if pop not in self.population_order:
+            self.population_order.append(pop)
         secs = self.sections
-        for k, sid, x in zip(edge_of.tolist(), sec_ids.tolist(), xs.tolist()):
+        for k, j, sid, x in zip(edge_of.tolist(), nth.tolist(), sec_ids.tolist(), xs.tolist()):
             syn = make(secs[sid], x)
             nc = pc.gid_connect(int(src[k]), syn)
             nc.weight[0] = weights[k]
             nc.delay = delays[k]
-            self.synapses.append((syn, nc, sid, x, int(src[k])))
+            self.synapses.append((syn, nc, sid, syn.get_segment().x, int(src[k])))  # BMTK: nc.postloc()
+            self.synapse_keys.append((pop, int(ids[k]), j))
             keep.append(syn)
             keep.append(nc)
         return keep
+
+    def synapses_in_bmtk_order(self) -> list[tuple[Any, Any, int, float, int]]:
+        """Synapses as BMTK creates them (population order, then edge id), so synapse reports
+        have BMTK's column order whatever order the engine connected batches in."""
+        rank = {p: i for i, p in enumerate(self.population_order)}
+        order = sorted(range(len(self.synapses)),
+                       key=lambda i: (rank[self.synapse_keys[i][0]],) + self.synapse_keys[i][1:])
+        return [self.synapses[i] for i in order]
 
 
 class BiophysicalBuilder(CellBuilder):
