@@ -283,6 +283,38 @@ class BiophysicalBuilder(CellBuilder):
             cell.cell.append(sec, section_type(sec.name()))
 
 
+def check_batch(batch: CellBatch, components: dict[str, Path]) -> list[str]:
+    """What ``build`` would reject, found without building (for the engine's check_plan):
+    unknown directives or templates, missing morphology files, mechanisms not loaded."""
+    from sonatarun.engines.neuron.mechanisms import known_mechanisms
+
+    where = f"population '{batch.population}', node type {batch.node_type_id}"
+    problems: list[str] = []
+    try:
+        directives = processing.parse(batch.model_processing)
+    except ConfigError as exc:
+        return [f"{where}: {exc.message} ({exc.fix})"]
+    kind, _, name = (batch.model_template or "").strip().partition(":")
+    if kind not in ("ctdb", "hoc", "") or (kind == "ctdb" and name not in ("Biophys1.hoc", "Biophys1")):
+        problems.append(f"{where}: model_template '{batch.model_template}' is not supported for biophysical "
+                        f"cells (use ctdb:Biophys1.hoc or hoc:<TemplateName>)")
+    if kind != "hoc":
+        if "morphology" not in batch.attributes.columns:
+            problems.append(f"{where}: no morphology column (set it in the node types or nodes file)")
+        else:
+            for m in sorted({str(v) for v in batch.attributes["morphology"].dropna().unique()}):
+                path = resolve_morphology(m, batch.morphology_dir)
+                if not path.exists():
+                    problems.append(f"{where}: morphology {path} not found (check components.morphologies_dir)")
+    if batch.dynamics and directives:
+        missing = sorted(processing.mechanisms_used(batch.dynamics) - known_mechanisms())
+        if missing:
+            problems.append(f"{where}: mechanism(s) {', '.join(missing)} named in its dynamics_params are not "
+                            f"loaded (put the .mod files in components.mechanisms_dir; they are compiled on "
+                            f"first run or with `sonatarun mechanisms build DIR`)")
+    return problems
+
+
 def load_dynamics(path: Path) -> dict:
     """Read a dynamics_params JSON with a clear error (used by tests and tools)."""
     try:
