@@ -136,11 +136,30 @@ def run_bmtk(config_path: Path | str, workdir: Path | str, np: int | None = None
     return read_spikes(out_dir / "spikes.h5")
 
 
+def _promote_libmpi() -> None:
+    """Put the libmpi mpi4py loaded into the global symbol namespace before NEURON loads MPI.
+
+    NEURON's loader reuses an MPI already in the global namespace, otherwise it dlopens
+    "libmpi.so" first and MPI_LIB_NRN_PATH only second. With Debian's libmpich-dev installed,
+    "libmpi.so" is the system MPICH: two MPICH copies in one process, and the first mpi4py
+    collective after `import neuron` aborts ("MPII_Comm_set_attr before initializing").
+    """
+    import ctypes
+
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "/libmpi.so" in path or "/libmpich.so" in path:
+            ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+            return
+
+
 def _child(config_path: str, out_dir: str, mechanisms_dir: str) -> None:
     """Subprocess body: one BioNet run with outputs redirected to ``out_dir``."""
     if any(int(os.environ.get(k, "1")) > 1 for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
         # mpi4py first, then NEURON joins the same MPI (BMTK gathers spikes through mpi4py)
         from mpi4py import MPI  # noqa: F401
+
+        _promote_libmpi()
         from neuron import h
 
         h.nrnmpi_init()

@@ -39,7 +39,17 @@ def init_mpi() -> None:
     first and then nrnmpi_init makes both share one MPI_Init (NEURON_INIT_MPI=1 alone would
     leave mpi4py unable to initialise, every rank then writes the spike files as rank 0).
     """
+    import ctypes
+
     from mpi4py import MPI  # noqa: F401  (initialises MPI)
+
+    # NEURON reuses an MPI found in the global namespace, else dlopens "libmpi.so" before
+    # MPI_LIB_NRN_PATH: with a system MPICH installed that is a second MPI in the process.
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "/libmpi.so" in path or "/libmpich.so" in path:
+            ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+            break
     from neuron import h
 
     h.nrnmpi_init()
