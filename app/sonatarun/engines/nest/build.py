@@ -82,8 +82,19 @@ def _grow(arr: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _ids(collection) -> np.ndarray:
-    return np.asarray(collection.tolist(), dtype=np.int64)
+def node_ids_of(collection) -> np.ndarray:
+    """NEST ids of a freshly created collection without NodeCollection.tolist (0.2 s per 10k nodes).
+
+    nest.Create returns one contiguous id range, so first id + arange is exact.
+    """
+    n = len(collection)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = int(collection[0].get("global_id"))
+    last = int(collection[n - 1].get("global_id"))
+    if last - first + 1 != n:  # not contiguous (never for Create, but stay exact)
+        return np.asarray(collection.tolist(), dtype=np.int64)
+    return np.arange(first, first + n, dtype=np.int64)
 
 
 def create_cells(nest, batch: CellBatch, log: logging.Logger):
@@ -177,14 +188,19 @@ def create_spike_generators(nest, batch: CellBatch, params: dict[str, Any]):
     return nest.Create("spike_generator", len(batch), params=dict(params))
 
 
-def set_spike_trains(nest, trains: SpikeTrains, generators: dict[int, Any], gid_map: GidMap,
-                     offset: float = 0.0) -> int:
-    """Give each virtual cell's generator its spike times (sorted, > 0 ms, like BMTK requires)."""
+def set_spike_trains(nest, trains: SpikeTrains, generators: set[int], gid_map: GidMap,
+                     played: dict[int, np.ndarray], offset: float = 0.0) -> int:
+    """Give each virtual cell's generator its spike times (sorted, > 0 ms, like BMTK requires).
+
+    `played` holds the times already given to each generator (several inputs on one
+    virtual cell add up); it is kept here because reading them back from NEST costs a
+    kernel call per generator.
+    """
     gids = np.asarray(trains.gids, dtype=np.int64)
     nest_ids = gid_map.nest_ids(gids, what=f"inputs.{trains.name}") if len(gids) else gids
-    not_virtual = [int(g) for g, n in zip(gids, nest_ids) if int(n) not in generators]
-    if not_virtual:
-        raise InputError(f"gid {not_virtual[0]} is not a virtual node; spike trains play only from virtual nodes",
+    not_virtual = gids[~np.isin(nest_ids, np.fromiter(generators, dtype=np.int64, count=len(generators)))]
+    if len(not_virtual):
+        raise InputError(f"gid {int(not_virtual[0])} is not a virtual node; spike trains play only from virtual nodes",
                          key=f"inputs.{trains.name}.node_set",
                          fix="point node_set at a population whose model_type is virtual")
     merged: dict[int, np.ndarray] = {}
@@ -198,10 +214,14 @@ def set_spike_trains(nest, trains: SpikeTrains, generators: dict[int, Any], gid_
                              fix="shift or drop spikes at t <= 0")
         prev = merged.get(nid)
         if prev is None:
-            prev = np.asarray(generators[nid].get("spike_times"), dtype=np.float64)
-        merged[nid] = np.sort(np.concatenate([prev, t + offset]))
+            prev = played.get(nid)
+        t = t + offset
+        merged[nid] = t if prev is None else np.sort(np.concatenate([prev, t]), kind="stable")
+        if prev is None and np.any(np.diff(t) < 0):
+            merged[nid] = np.sort(t, kind="stable")
     if not merged:
         return 0
+    played.update(merged)
     ids = sorted(merged)
     collection = nest.NodeCollection(ids)
     try:

@@ -43,8 +43,9 @@ class NestEngine(Engine):
         self.gid_map = build.GidMap()
         self._neurons: list = []                       # NodeCollections of non-virtual cells, creation order
         self._virtual: list[CellBatch] = []
-        self._generators: dict[int, Any] = {}          # nest id -> spike_generator (1-node collection)
-        self._recordables: dict[int, set[str]] = {}
+        self._generators: set[int] = set()             # nest ids of the spike generators
+        self._played: dict[int, np.ndarray] = {}       # nest id -> spike times given so far
+        self._recordables: list[tuple[int, int, set[str]]] = []  # (first id, last id, recordables)
         self._recorder: SpikeRecorder | None = None
         self._probes: list[MultimeterProbe] = []
         self._stimuli: list = []
@@ -61,12 +62,10 @@ class NestEngine(Engine):
                 self._virtual.append(batch)
                 continue
             nodes = build.create_cells(self.nest, batch, self.log)
-            ids = np.asarray(nodes.tolist(), dtype=np.int64)
+            ids = build.node_ids_of(nodes)
             self.gid_map.add(batch.gids, ids)
             self._neurons.append(nodes)
-            recordables = set(nodes[0].get("recordables"))
-            for nid in ids.tolist():
-                self._recordables[nid] = recordables
+            self._recordables.append((int(ids[0]), int(ids[-1]), set(nodes[0].get("recordables"))))
             self.stats["cells"] += len(batch)
 
     def _create_generators(self) -> None:
@@ -76,10 +75,9 @@ class NestEngine(Engine):
             sg_params["allow_offgrid_times"] = True
         for batch in self._virtual:
             gens = build.create_spike_generators(self.nest, batch, sg_params)
-            ids = np.asarray(gens.tolist(), dtype=np.int64)
+            ids = build.node_ids_of(gens)
             self.gid_map.add(batch.gids, ids)
-            for i, nid in enumerate(ids.tolist()):
-                self._generators[nid] = gens[i]
+            self._generators.update(ids.tolist())
             self.stats["virtual"] += len(batch)
         self._virtual = []
 
@@ -102,7 +100,7 @@ class NestEngine(Engine):
             self._create_generators()
             self._connected = True
         if isinstance(stimulus, SpikeTrains):
-            n = build.set_spike_trains(self.nest, stimulus, self._generators, self.gid_map)
+            n = build.set_spike_trains(self.nest, stimulus, self._generators, self.gid_map, self._played)
             self.log.debug("input %s: %d spikes on %d virtual cells", stimulus.name, n, len(stimulus.gids))
         elif isinstance(stimulus, CurrentClamp):
             self._stimuli.append(build.add_current_clamp(self.nest, stimulus, self.gid_map,

@@ -47,19 +47,25 @@ class MultimeterProbe(Probe):
     """A multimeter on the spec's cells: one column per cell (point cells have one element)."""
 
     def __init__(self, nest, spec: ProbeSpec, gid_map: GidMap, *, dt: float, tstart: float, tstop: float,
-                 recordables: dict[int, set[str]]) -> None:
+                 recordables: list[tuple[int, int, set[str]]]) -> None:
         self._nest = nest
         self.spec = spec
         self.variables = [VARIABLE_ALIASES.get(v, v) for v in spec.variables]
         gids = np.asarray(spec.gids, dtype=np.int64)
         nest_ids = gid_map.nest_ids(gids, what=f"reports.{spec.name}")
-        for nid in np.unique(nest_ids):
-            missing = [v for v in self.variables if v not in recordables.get(int(nid), set())]
-            if missing:
-                have = sorted(recordables.get(int(nid), set()))
-                raise EngineError(f"cell gid {int(gid_map.gids([nid])[0])} cannot record {missing}",
+        for first, last, can in recordables:
+            mine = nest_ids[(nest_ids >= first) & (nest_ids <= last)]
+            missing = [v for v in self.variables if v not in can]
+            if len(mine) and missing:
+                raise EngineError(f"cell gid {int(gid_map.gids(mine[:1])[0])} cannot record {missing}",
                                   key=f"reports.{spec.name}.variable_name",
-                                  fix=f"record one of: {', '.join(have) or 'nothing (not a neuron)'}")
+                                  fix=f"record one of: {', '.join(sorted(can))}")
+        known = np.zeros(len(nest_ids), dtype=bool)
+        for first, last, _ in recordables:
+            known |= (nest_ids >= first) & (nest_ids <= last)
+        if not known.all():
+            raise EngineError(f"gid {int(gids[~known][0])} is a virtual cell and has no state to record",
+                              key=f"reports.{spec.name}.cells", fix="report on non-virtual populations only")
         self.node_ids = np.asarray(spec.node_ids, dtype=np.int64)
         n = len(self.node_ids)
         self.counts = np.ones(n, dtype=np.int64)

@@ -1,0 +1,208 @@
+"""BMTK PointNet vs sonatarun (NEST engine) on generated networks of growing size, side by side.
+
+For each size the network is generated once (benchmarks/generated/, git-ignored), then
+BMTK PointNet and `sonatarun run` each run it in a fresh process under /usr/bin/time -v:
+
+- build: process start until the simulation starts (interpreter, imports, reading the
+  circuit, creating nodes/connections/inputs/recorders) = wall - simulate - finalize;
+- simulate: NEST integration (BMTK: log lines "Simulation Started" -> "Simulation finished";
+  sonatarun: its run record, which includes the per-block draining and writing);
+- finalize: writing outputs after the last block (BMTK: "finalizing results" -> "Done.";
+  sonatarun: closing the writers);
+- peak RSS of the process (ru_maxrss, /usr/bin/time -v).
+
+BMTK is skipped for every size above the first one it does not finish within
+--bmtk-timeout seconds. Both runs must produce the same spikes (checked and printed).
+
+    python benchmarks/bench_pointnet.py --sizes 1k,10k,100k
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from gen_point_network import generate  # noqa: E402
+
+SIZES = {
+    "1k": (1_000, 100_000),
+    "3k": (3_000, 300_000),
+    "10k": (10_000, 1_000_000),
+    "30k": (30_000, 3_000_000),
+    "100k": (100_000, 10_000_000),
+}
+TIME_BIN = "/usr/bin/time"
+
+
+@dataclass
+class Result:
+    tool: str
+    size: str
+    ok: bool
+    wall: float = float("nan")
+    build: float = float("nan")
+    simulate: float = float("nan")
+    finalize: float = float("nan")
+    rss_mb: float = float("nan")
+    spikes: int = 0
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _timed(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[int, float, float, str]:
+    """Run under /usr/bin/time -v; return (exit code, wall s, peak RSS MB, stderr tail)."""
+    full = [TIME_BIN, "-v", *cmd] if os.path.exists(TIME_BIN) else cmd
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYNEST_QUIET="1")
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        try:
+            proc = subprocess.run(full, cwd=cwd, stdout=out, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                                  env=env)
+        except subprocess.TimeoutExpired:
+            return -9, time.perf_counter() - t0, float("nan"), "timeout"
+    wall = time.perf_counter() - t0
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    rss = int(m.group(1)) / 1024.0 if m else float("nan")
+    return proc.returncode, wall, rss, proc.stderr[-2000:]
+
+
+def _bmtk_log_times(log_txt: Path) -> dict[str, float]:
+    stamps = {}
+    keys = {"Simulation Started": "start", "Simulation finished, finalizing results": "finished", "Done.": "done"}
+    for line in log_txt.read_text().splitlines():
+        for text, key in keys.items():
+            if text in line:
+                stamp = " ".join(line.split()[:2])
+                stamps[key] = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return stamps
+
+
+def _spike_set(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        for pop, g in f["spikes"].items():
+            ids, ts = g["node_ids"][()].astype(np.int64), g["timestamps"][()]
+            o = np.lexsort((ids, ts))
+            out[pop] = (ids[o], ts[o])
+    return out
+
+
+def run_bmtk(size: str, config: Path, out: Path, timeout: float, threads: int) -> Result:
+    cfg = json.loads(config.read_text())
+    cfg["run"]["n_thread"] = threads  # BMTK PointNet's thread key
+    bconf = config.with_name("config.bmtk.json")
+    bconf.write_text(json.dumps(cfg, indent=2))
+    started = time.time()
+    code, wall, rss, err = _timed([sys.executable, str(ROOT / "examples/point_nest/run_bmtk.py"), str(bconf),
+                                   "--output-dir", str(out)], config.parent, timeout, out.parent / "bmtk.stdout")
+    if code != 0:
+        return Result("bmtk", size, False, wall=wall, rss_mb=rss, note="timeout" if code == -9 else err[-300:])
+    st = _bmtk_log_times(out / "log.txt")
+    res = Result("bmtk", size, True, wall=wall, rss_mb=rss)
+    res.simulate = st["finished"] - st["start"]
+    res.finalize = st["done"] - st["finished"]
+    res.build = st["start"] - started
+    res.spikes = sum(len(v[0]) for v in _spike_set(out / "spikes.h5").values())
+    return res
+
+
+def run_sonatarun(size: str, config: Path, out: Path, timeout: float, threads: int) -> Result:
+    code, wall, rss, err = _timed([sys.executable, "-m", "sonatarun.cli.main", "run", str(config), "--output-dir",
+                                   str(out), "--threads", str(threads)], config.parent, timeout,
+                                  out.parent / "sonatarun.stdout")
+    if code != 0:
+        return Result("sonatarun", size, False, wall=wall, rss_mb=rss, note="timeout" if code == -9 else err[-300:])
+    record = json.loads((out / "sonatarun.json").read_text())
+    ph = record["phases"]
+    res = Result("sonatarun", size, True, wall=wall, rss_mb=rss, simulate=ph["simulate"], finalize=ph["finalize"])
+    res.build = wall - res.simulate - res.finalize
+    res.spikes = int(record["n_spikes"])
+    res.extra = {"engine_build": ph.get("build")}
+    return res
+
+
+def table(rows: list[tuple[str, dict, Result | None, Result]]) -> str:
+    head = (f"{'size':>5} {'cells':>7} {'edges':>10} | {'BMTK build':>10} {'ours':>7} {'x':>6} | "
+            f"{'BMTK sim':>8} {'ours':>7} | {'BMTK fin':>8} {'ours':>6} {'fin%':>5} | "
+            f"{'BMTK RSS':>8} {'ours':>7} {'ratio':>5} | spikes")
+    lines = [head, "-" * len(head)]
+    for size, meta, b, s in rows:
+        def f(v, w=7, p=1):
+            return f"{v:>{w}.{p}f}" if v == v else f"{'-':>{w}}"
+
+        bb = b if (b is not None and b.ok) else None
+        speed = (bb.build / s.build) if bb and s.ok else float("nan")
+        rss_ratio = (s.rss_mb / bb.rss_mb) if bb and s.ok else float("nan")
+        fin_pct = 100.0 * s.finalize / s.wall if s.ok else float("nan")
+        same = "-" if not bb else ("same" if meta.get("same_spikes") else "DIFFER")
+        note = "" if bb else (f" (BMTK: {b.note})" if b is not None else " (BMTK skipped)")
+        lines.append(
+            f"{size:>5} {meta['cells']:>7} {meta['edges']:>10} | {f(bb.build if bb else float('nan'), 10)} "
+            f"{f(s.build)} {f(speed, 6)} | {f(bb.simulate if bb else float('nan'), 8)} {f(s.simulate)} | "
+            f"{f(bb.finalize if bb else float('nan'), 8, 2)} {f(s.finalize, 6, 2)} {f(fin_pct, 5)} | "
+            f"{f(bb.rss_mb if bb else float('nan'), 8, 0)} {f(s.rss_mb, 7, 0)} {f(rss_ratio, 5, 2)} | "
+            f"{s.spikes if s.ok else '-'} {same}{note}")
+    lines.append("times in s, RSS in MB; x = BMTK build / sonatarun build; fin% = sonatarun output "
+                 "writing after the last block as % of its whole run")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1k,10k,100k", help=f"comma list of {', '.join(SIZES)}")
+    ap.add_argument("--bmtk-timeout", type=float, default=600.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-bmtk", action="store_true")
+    ap.add_argument("--tstop", type=float, default=500.0)
+    ap.add_argument("--generated", type=Path, default=HERE / "generated")
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "bench_pointnet.json")
+    args = ap.parse_args()
+
+    rows = []
+    bmtk_gave_up = args.no_bmtk
+    for size in args.sizes.split(","):
+        cells, edges = SIZES[size]
+        gdir = args.generated / f"point_{size}"
+        config = gdir / "config.simulation.json"
+        t0 = time.perf_counter()
+        if not config.exists():
+            generate(gdir, cells, edges, tstop=args.tstop)
+        meta = json.loads((gdir / "SIZE").read_text())
+        meta["generate_s"] = time.perf_counter() - t0
+        print(f"[{size}] {meta['cells']} cells, {meta['edges']} edges (generated in {meta['generate_s']:.1f} s)",
+              flush=True)
+        b = None
+        if not bmtk_gave_up:
+            b = run_bmtk(size, config, gdir / "out_bmtk", args.bmtk_timeout, args.threads)
+            print(f"  bmtk: {asdict(b)}", flush=True)
+            if not b.ok:
+                bmtk_gave_up = True
+        s = run_sonatarun(size, config, gdir / "out_sonatarun", max(args.bmtk_timeout, 3600), args.threads)
+        print(f"  sonatarun: {asdict(s)}", flush=True)
+        if b is not None and b.ok and s.ok:
+            ref, got = _spike_set(gdir / "out_bmtk" / "spikes.h5"), _spike_set(gdir / "out_sonatarun" / "spikes.h5")
+            meta["same_spikes"] = set(ref) == set(got) and all(
+                np.array_equal(ref[p][0], got[p][0]) and np.array_equal(ref[p][1], got[p][1]) for p in ref)
+        rows.append((size, meta, b, s))
+    text = table(rows)
+    print("\n" + text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps([{"size": r[0], "meta": r[1], "bmtk": asdict(r[2]) if r[2] else None,
+                                      "sonatarun": asdict(r[3])} for r in rows], indent=2))
+
+
+if __name__ == "__main__":
+    main()
