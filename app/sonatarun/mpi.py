@@ -42,6 +42,38 @@ def find_libmpi() -> str | None:
     return None
 
 
+def loaded_libmpi() -> str | None:
+    """Path of the MPI library this process has mapped (the one mpi4py chose)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                path = line.split()[-1] if line.strip() else ""
+                name = os.path.basename(path)
+                if name.startswith(("libmpi.so", "libmpich.so", "libmpi_abi.so")):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def _share_libmpi_with_neuron() -> None:
+    """Make the MPI library mpi4py loaded visible to NEURON.
+
+    NEURON first looks for an MPI already in the process (``MPI_Initialized`` in the
+    global namespace) and otherwise dlopens ``libmpi.so`` from the system paths before
+    ``MPI_LIB_NRN_PATH``. mpi4py loads its library privately, so on a host that also has
+    a system MPI (Debian's MPICH for parallel HDF5, a cluster module) NEURON would bind
+    to a second, different MPI in the same process and crash in the first collective.
+    Promoting mpi4py's library to RTLD_GLOBAL makes NEURON reuse it.
+    """
+    import ctypes
+
+    path = loaded_libmpi()
+    if path:
+        ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        os.environ["MPI_LIB_NRN_PATH"] = path
+
+
 def launched_under_mpi() -> bool:
     """True when a process manager started us as one of several ranks."""
     keys = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_PROCID",
@@ -124,6 +156,7 @@ def world() -> Comm:
                 os.environ["MPI_LIB_NRN_PATH"] = lib
             from mpi4py import MPI
 
+            _share_libmpi_with_neuron()
             comm = MPI.COMM_WORLD
         _WORLD = Comm(comm)
     return _WORLD
