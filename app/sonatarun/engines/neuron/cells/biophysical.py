@@ -191,8 +191,11 @@ class BiophysicalBuilder(CellBuilder):
             raise ConfigError(f"model_template '{template}' is not supported for biophysical cells",
                               key="model_template", fix="use ctdb:Biophys1.hoc or hoc:<TemplateName>")
         params = batch.dynamics if batch.dynamics else None
-        src = str(batch.attributes["dynamics_params"].iloc[0]) if (
-            "dynamics_params" in batch.attributes.columns and len(batch)) else None
+        src = None
+        if "dynamics_params" in batch.attributes.columns and len(batch):
+            name = str(batch.attributes["dynamics_params"].iloc[0])
+            pdir = settings.components.get("biophysical_neuron_models_dir")
+            src = str(Path(pdir) / name) if pdir is not None and not Path(name).is_absolute() else name
         if params is not None:
             from sonatarun.engines.neuron.mechanisms import require_mechanisms
 
