@@ -75,24 +75,24 @@ class _RecordingProbe(Probe):
         return int(np.count_nonzero(k % self._dt_step == 0))
 
     def drain(self) -> dict[str, np.ndarray]:
+        """Copy the rows recorded since the last drain straight into float32 (the report's dtype)
+        and empty the Vectors; one pass per column, no per-step work."""
+        first = next((v for vecs in self._vectors.values() for v in vecs), None)
+        n_new = int(first.size()) if first is not None else 0
+        rows = self._select(n_new)
+        pick: Any = rows
+        if len(rows) and np.all(np.diff(rows) == (rows[1] - rows[0] if len(rows) > 1 else 1)):
+            step = int(rows[1] - rows[0]) if len(rows) > 1 else 1
+            pick = slice(int(rows[0]), int(rows[-1]) + 1, step)
         out: dict[str, np.ndarray] = {}
-        n_new = None
         for var, vecs in self._vectors.items():
-            if not vecs:
-                n = 0 if n_new is None else n_new
-                out[var] = np.empty((n, 0))
-                continue
-            n = int(vecs[0].size())
-            data = np.empty((n, len(vecs)))
+            data = np.empty((len(rows), len(vecs)), dtype=np.float32)
             for j, vec in enumerate(vecs):
-                data[:, j] = vec.as_numpy()[:n]
+                if len(rows):
+                    data[:, j] = vec.as_numpy()[pick]
                 vec.resize(0)
             out[var] = data
-            n_new = n
-        if n_new is None:
-            n_new = 0
-        rows = self._select(n_new)
-        return {var: arr[rows] if len(arr) == n_new else arr[:0] for var, arr in out.items()}
+        return out
 
 
 class MembraneProbe(_RecordingProbe):
