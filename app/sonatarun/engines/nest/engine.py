@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -166,21 +165,9 @@ class NestEngine(Engine):
         return min(t, float(self.settings.tstop)) if self._flushed else t
 
     # -- checkpoints ---------------------------------------------------------
-    def save_state(self, directory: Path) -> dict[str, Any]:
-        """What NEST lets us read back: time, neuron state variables, plastic weights.
-
-        NEST has no native checkpoint: spikes in flight (ring buffers), synaptic currents of
-        some models and STDP traces are not exposed, so a resumed run continues from the
-        saved membrane state and weights, not bit-identically.
-        """
-        from sonatarun.engines.nest.state import save_state
-
-        return save_state(self, Path(directory))
-
-    def restore_state(self, directory: Path, meta: dict[str, Any]) -> None:
-        from sonatarun.engines.nest.state import restore_state
-
-        restore_state(self, Path(directory), meta)
+    # save_state/restore_state: the base class refuses. NEST cannot set its clock, and it
+    # exposes neither the spikes in flight (ring buffers) nor all synaptic state, so a
+    # NEST run cannot continue from a checkpoint bit-identically (see docs/nest.md).
 
     def finish(self) -> None:
         self.log.debug("NEST engine finished at t=%.3f ms: %s", self.time, json.dumps(self.stats))
