@@ -40,6 +40,34 @@ def n_times_of(tstart: float, tstop: float, dt: float) -> int:
     return int(round((tstop - tstart) / dt))
 
 
+MAX_RUNS = 512  # beyond this many column runs, one numpy gather beats a loop of slice copies
+
+
+@dataclass
+class _Placement:
+    """Where one source rank's columns go in the global row: runs of contiguous columns."""
+
+    cols: np.ndarray  # global column of each of the source's columns
+    n_elements: int
+
+    def __post_init__(self) -> None:
+        c = self.cols
+        self.n_cols = len(c)
+        breaks = np.flatnonzero(np.diff(c) != 1) + 1 if len(c) else np.zeros(0, np.int64)
+        starts = np.concatenate(([0], breaks)).astype(np.int64) if len(c) else breaks
+        lengths = np.diff(np.concatenate((starts, [len(c)]))) if len(c) else breaks
+        self.identity = len(c) == self.n_elements and len(starts) == 1 and (len(c) == 0 or c[0] == 0)
+        self.runs = [(int(a), int(c[a]), int(m)) for a, m in zip(starts, lengths)] \
+            if len(starts) <= MAX_RUNS else None
+
+    def scatter(self, block: np.ndarray, out: np.ndarray) -> None:
+        if self.runs is not None:
+            for a, d, m in self.runs:
+                out[:, d:d + m] = block[:, a:a + m]
+        else:
+            out[:, self.cols] = block
+
+
 @dataclass
 class _Layout:
     """Where this rank's columns go, and (on writers) where every rank's columns go."""
@@ -47,6 +75,9 @@ class _Layout:
     n_elements: int
     n_cells: int
     cols_by_rank: list[np.ndarray] | None  # global column of each local column, per source rank
+
+    def __post_init__(self) -> None:
+        self.placements = [_Placement(c, self.n_elements) for c in (self.cols_by_rank or [])]
 
 
 class CompartmentReportWriter:
@@ -200,26 +231,49 @@ class CompartmentReportWriter:
         self._rows += n_t
 
     def _exchange_and_write(self, data: np.ndarray, r0: int, r1: int) -> None:
-        size, rank = self.comm.size, self.comm.rank
+        """Move rows [r0, r1) of this block to the writers and write them (collective).
+
+        Each writer receives every rank's columns for its share of the rows, straight from
+        the caller's array (no packing copy); its own part never goes through MPI. Columns
+        land in global order by whole-range slice copies (or one gather when a rank's
+        columns are too fragmented), and a writer whose rows are already in global order
+        (one rank, or cells in node order) writes the caller's array as is.
+        """
+        rank = self.comm.rank
         n = r1 - r0
         n_w = len(self._writers)
         bounds = [r0 + (n * k) // n_w for k in range(n_w + 1)]
-        parts = [data[:0].reshape(-1)] * size
+        width = self.n_local_cols
+        scounts = [0] * self.comm.size
+        sdispls = [0] * self.comm.size
         for k, w in enumerate(self._writers):
-            parts[w] = data[bounds[k]:bounds[k + 1]].reshape(-1)
-        received = exchange.alltoallv(self.comm, parts, DATA_DTYPE)
+            sdispls[w] = bounds[k] * width
+            scounts[w] = 0 if w == rank else (bounds[k + 1] - bounds[k]) * width
+        received = exchange.alltoallv_slices(self.comm, data.reshape(-1), scounts, sdispls) \
+            if self.comm.size > 1 else None
         ds = self._file[f"report/{self.population}/data"] if self._file is not None else None
         collective = self.io_path == PARALLEL
-        if rank in self._writers:
-            k = self._writers.index(rank)
-            rows = bounds[k + 1] - bounds[k]
+        if rank not in self._writers:
+            if collective:
+                write_rows(ds, 0, np.zeros((0, self.n_elements), DATA_DTYPE), collective)
+            return
+        k = self._writers.index(rank)
+        rows = bounds[k + 1] - bounds[k]
+        blocks = []
+        for src, place in enumerate(self._layout.placements):
+            if place.n_cols == 0:
+                continue
+            if src == rank:
+                blocks.append((data[bounds[k]:bounds[k + 1]], place))
+            else:
+                blocks.append((received[src].reshape(rows, place.n_cols), place))
+        if len(blocks) == 1 and blocks[0][1].identity:
+            out = blocks[0][0]
+        else:
             out = np.empty((rows, self.n_elements), dtype=DATA_DTYPE)
-            for s, cols in enumerate(self._layout.cols_by_rank):
-                if len(cols):
-                    out[:, cols] = received[s].reshape(rows, len(cols))
-            write_rows(ds, self._rows + bounds[k], out, collective)
-        elif collective:
-            write_rows(ds, 0, np.zeros((0, self.n_elements), DATA_DTYPE), collective)
+            for block, place in blocks:
+                place.scatter(block, out)
+        write_rows(ds, self._rows + bounds[k], out, collective)
 
     def flush(self, sync: bool = False) -> None:
         """End of block: close the file so it is complete on disk; ``sync`` also fsyncs (checkpoints)."""
