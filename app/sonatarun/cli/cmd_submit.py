@@ -5,6 +5,7 @@ import argparse
 import subprocess
 import sys
 
+from sonatarun.errors import InputError
 from sonatarun.launch.cliargs import add_common, split_run_args
 from sonatarun.launch.templates import TEMPLATE_FILES
 
@@ -15,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "a checkpoint signal before the walltime, requeue and resume), write it next "
                                    "to the output directory and submit it. Arguments after -- go to "
                                    "`sonatarun run` in the job.")
-    p.add_argument("--nodes", type=int, required=True, metavar="N")
-    p.add_argument("--time", required=True, metavar="HH:MM:SS", help="walltime")
+    # Required, but checked in run(): argparse sees options typed after CONFIG only later.
+    p.add_argument("--nodes", type=int, default=None, metavar="N", help="nodes to request (required)")
+    p.add_argument("--time", default=None, metavar="HH:MM:SS", help="walltime (required)")
     p.add_argument("--partition", default=None, metavar="P", help="partition (Slurm) or queue (PBS, LSF, SGE)")
     p.add_argument("--account", default=None, metavar="A", help="account/project to charge")
     p.add_argument("--scheduler", choices=sorted(TEMPLATE_FILES), default=None,
@@ -35,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from sonatarun.launch.submit import prepare_submission
 
     extra = split_run_args(args)
+    missing = [f"--{k}" for k in ("nodes", "time") if getattr(args, k) is None]
+    if missing:
+        raise InputError(f"{' and '.join(missing)} required", fix="e.g. --nodes 1 --time 01:00:00")
     sub = prepare_submission(args.config, extra=extra, nodes=args.nodes, time=args.time, partition=args.partition,
                              account=args.account, scheduler=args.scheduler, np=args.np, threads=args.threads,
                              ranks_per_node=args.ranks_per_node, container=args.container,
