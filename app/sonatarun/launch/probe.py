@@ -42,7 +42,7 @@ import mpi4py
 mpi4py.rc.initialize = False
 from mpi4py import MPI
 lines = MPI.Get_library_version().strip().splitlines()
-print(MARK + json.dumps({"version": mpi4py.__version__, "library": lines[0].strip() if lines else None,
+print(MARK + json.dumps({"version": mpi4py.__version__, "library": " ".join(lines[0].split()) if lines else None,
                          "standard": "%d.%d" % MPI.Get_version()}))
 """,
     "h5py": """
