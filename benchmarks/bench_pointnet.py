@@ -166,6 +166,10 @@ def main() -> None:
     ap.add_argument("--bmtk-timeout", type=float, default=600.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-bmtk", action="store_true")
+    ap.add_argument("--no-sonatarun", action="store_true", help="run BMTK only (its results are kept for --reuse-bmtk)")
+    ap.add_argument("--reuse-bmtk", action="store_true",
+                    help="take BMTK's numbers from an earlier run's bmtk.json in the size's directory "
+                         "instead of running BMTK again (the 10M-edge case is expensive)")
     ap.add_argument("--tstop", type=float, default=500.0)
     ap.add_argument("--generated", type=Path, default=HERE / "generated")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "bench_pointnet.json")
@@ -185,11 +189,18 @@ def main() -> None:
         print(f"[{size}] {meta['cells']} cells, {meta['edges']} edges (generated in {meta['generate_s']:.1f} s)",
               flush=True)
         b = None
-        if not bmtk_gave_up:
+        saved = gdir / "bmtk.json"
+        if args.reuse_bmtk and saved.exists():
+            b = Result(**json.loads(saved.read_text()))
+            print(f"  bmtk (earlier run): {asdict(b)}", flush=True)
+        elif not bmtk_gave_up:
             b = run_bmtk(size, config, gdir / "out_bmtk", args.bmtk_timeout, args.threads)
+            saved.write_text(json.dumps(asdict(b)))
             print(f"  bmtk: {asdict(b)}", flush=True)
-            if not b.ok:
-                bmtk_gave_up = True
+        if b is not None and not b.ok:
+            bmtk_gave_up = True
+        if args.no_sonatarun:
+            continue
         s = run_sonatarun(size, config, gdir / "out_sonatarun", max(args.bmtk_timeout, 3600), args.threads)
         print(f"  sonatarun: {asdict(s)}", flush=True)
         if b is not None and b.ok and s.ok:
