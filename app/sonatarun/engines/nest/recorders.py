@@ -103,7 +103,7 @@ class MultimeterProbe(Probe):
     def capture_initial(self) -> None:
         """Read the state at t = 0 (before the first Run) for the first row."""
         if self._needs_initial and self._initial is None:
-            self._initial = {v: np.asarray(self._targets.get(v), dtype=np.float64).reshape(1, -1)[:, self._columns]
+            self._initial = {v: np.asarray(self._targets.get(v), dtype=np.float32).reshape(1, -1)[:, self._columns]
                              for v in self.variables}
 
     def drain(self) -> dict[str, np.ndarray]:
@@ -116,12 +116,12 @@ class MultimeterProbe(Probe):
             uniq_steps, row = np.unique(tsteps, return_inverse=True)
             col = np.searchsorted(self._id_base, senders)
             for v in self.variables:
-                grid = np.full((len(uniq_steps), self._n_unique), np.nan)
+                grid = np.full((len(uniq_steps), self._n_unique), np.nan, dtype=np.float32)
                 grid[row, col] = np.asarray(ev[v], dtype=np.float64)
                 out[v] = grid[:, self._columns]
             self.device.n_events = 0
         else:
-            out = {v: np.zeros((0, len(self.node_ids))) for v in self.variables}
+            out = {v: np.zeros((0, len(self.node_ids)), dtype=np.float32) for v in self.variables}
         if self._initial is not None:
             out = {v: np.concatenate([self._initial[v], out[v]]) for v in self.variables}
             self._initial = None
