@@ -13,8 +13,8 @@ _MISSING = ["NONE", "NULL", "None", "null", "NaN"]
 def read_types_table(path: Path, id_column: str) -> pd.DataFrame:
     """Read a types CSV indexed by `id_column` (node_type_id / edge_type_id)."""
     try:
-        table = pd.read_csv(path, sep=r"\s+", na_values=_MISSING, keep_default_na=False, engine="python",
-                            quotechar="'")
+        # BMTK reads these with sep=' ' and double quotes around values holding spaces
+        table = pd.read_csv(path, sep=" ", na_values=_MISSING, keep_default_na=False, skipinitialspace=True)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise CircuitError(f"cannot parse types table: {exc}", file=path,
                            fix="it must be a space-separated CSV with a header row") from exc
