@@ -67,3 +67,19 @@ def test_python_api(tmp_copy, monkeypatch):
     assert sim.engine_name == "neuron"
     result = sim.run()
     assert result.n_spikes == len(read_spikes(d / "api/spikes.h5")["ring"][0]) > 100
+
+
+def test_spikes_open_in_bmtk_and_libsonata(tmp_copy):
+    d = tmp_copy("ring_intfire")
+    run_sonatarun("run", str(d / "config.simulation.json"), "--output-dir", str(d / "out"), np=2, cwd=d)
+    ids, ts, _ = read_spikes(d / "out/spikes.h5")[("ring")]
+    from bmtk.utils.reports.spike_trains import SpikeTrains
+
+    frame = SpikeTrains.load(str(d / "out/spikes.h5")).to_dataframe()
+    np.testing.assert_allclose(np.sort(frame["timestamps"].to_numpy()), np.sort(ts))
+    import libsonata
+
+    pop = libsonata.SpikeReader(str(d / "out/spikes.h5"))["ring"]
+    got = np.array(pop.get())
+    assert pop.sorting == "by_time" and len(got) == len(ts)
+    np.testing.assert_allclose(got[:, 1], ts)
