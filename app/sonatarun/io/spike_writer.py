@@ -85,6 +85,7 @@ class SpikeWriter:
                        else None)
         self._disabled = h5_path is None
         self.h5_path = Path(h5_path) if h5_path is not None else Path(os.devnull)
+        self._shadow = self.h5_path.with_name(f".{self.h5_path.name}.shadow")
         self.comm = comm
         self.populations = sorted(dict.fromkeys(populations))
         self.sort_order = normalize_sort_order(sort_order)
@@ -132,37 +133,43 @@ class SpikeWriter:
             self._create()
         if all_stats[:, :, 0].sum() == 0:
             return
-        collective = self.io_path == PARALLEL
-        is_writer = self.comm.rank in self._writers
-        f = open_h5(self.h5_path, "r+", self.comm, self.io_path) if (collective or is_writer) else None
-        try:
-            for i, p in enumerate(self.populations):
-                total = int(all_stats[:, i, 0].sum())
-                if total == 0:
-                    continue
-                tmin, tmax = float(all_stats[:, i, 1].min()), float(all_stats[:, i, 2].max())
-                rows = self._route_block(local[p], tmin, tmax)
-                offset, total_check = exchange.offsets(self.comm, len(rows))
-                assert total_check == total
-                n0 = self._count[p]
-                if f is not None:
-                    g = f[f"spikes/{p}"]
-                    g["timestamps"].resize((n0 + total,))
-                    g["node_ids"].resize((n0 + total,))
-                    if is_writer or collective:
-                        write_rows(g["timestamps"], n0 + offset, rows["t"], collective)
-                        write_rows(g["node_ids"], n0 + offset, rows["node_id"], collective)
-                    if self.sort_order == "by_time" and tmin < self._last_t[p] and not self._needs_sort[p]:
-                        set_sorting_attrs(g, "none", 1)  # honest while running; sorted fully at close
-                if self.sort_order == "by_time" and tmin < self._last_t[p]:
-                    self._needs_sort[p] = True
-                self._last_t[p] = max(self._last_t[p], tmax)
-                self._count[p] = n0 + total
-        finally:
-            if f is not None:
-                f.close()
+        plan = []  # (population, rows of this rank, offset, total, tmin, tmax): routed once, written twice
+        for i, p in enumerate(self.populations):
+            total = int(all_stats[:, i, 0].sum())
+            if total == 0:
+                continue
+            tmin, tmax = float(all_stats[:, i, 1].min()), float(all_stats[:, i, 2].max())
+            rows = self._route_block(local[p], tmin, tmax)
+            offset, total_check = exchange.offsets(self.comm, len(rows))
+            assert total_check == total
+            plan.append((p, rows, offset, total, tmin, tmax))
+        # the visible file first, then its shadow: a kill while one is being written leaves
+        # the other complete at the previous block end, and truncate() repairs from it
+        for target in (self.h5_path, self._shadow):
+            self._append_to(target, plan)
+        for p, _, _, total, tmin, tmax in plan:
+            if self.sort_order == "by_time" and tmin < self._last_t[p]:
+                self._needs_sort[p] = True
+            self._last_t[p] = max(self._last_t[p], tmax)
+            self._count[p] += total
         if sync:
             self._fsync()
+
+    def _append_to(self, target: Path, plan: list) -> None:
+        collective = self.io_path == PARALLEL
+        is_writer = self.comm.rank in self._writers
+        if not (collective or is_writer):
+            return
+        with open_h5(target, "r+", self.comm, self.io_path) as f:
+            for p, rows, offset, total, tmin, _ in plan:
+                n0 = self._count[p]
+                g = f[f"spikes/{p}"]
+                g["timestamps"].resize((n0 + total,))
+                g["node_ids"].resize((n0 + total,))
+                write_rows(g["timestamps"], n0 + offset, rows["t"], collective)
+                write_rows(g["node_ids"], n0 + offset, rows["node_id"], collective)
+                if self.sort_order == "by_time" and tmin < self._last_t[p] and not self._needs_sort[p]:
+                    set_sorting_attrs(g, "none", 1)  # honest while running; sorted fully at close
 
     def _route_block(self, rec: np.ndarray, tmin: float, tmax: float) -> np.ndarray:
         """This rank's rows of the block, in the order they go to the file (collective).
@@ -194,29 +201,32 @@ class SpikeWriter:
 
     # ---------------------------------------------------------------- file
     def _create(self) -> None:
-        """Create the file with empty, growable datasets for every population."""
+        """Create the file and its shadow with empty, growable datasets for every population."""
         if self.comm.rank == 0:
             self.h5_path.parent.mkdir(parents=True, exist_ok=True)
         self.comm.barrier()
         if self.io_path == PARALLEL or self.comm.rank == 0:
-            with open_h5(self.h5_path, "w", self.comm, self.io_path) as f:
-                write_root_attrs(f)
-                for p in self.populations:
-                    g = f.create_group(f"spikes/{p}")
-                    ts = create_growable(g, "timestamps", np.float64)
-                    ts.attrs["units"] = "ms"
-                    create_growable(g, "node_ids", np.uint64)
-                    set_sorting_attrs(g, "by_time" if self.sort_order == "by_time" else "none", 0)
+            for target in (self.h5_path, self._shadow):
+                with open_h5(target, "w", self.comm, self.io_path) as f:
+                    write_root_attrs(f)
+                    f.require_group("spikes")
+                    for p in self.populations:
+                        g = f.create_group(f"spikes/{p}")
+                        ts = create_growable(g, "timestamps", np.float64)
+                        ts.attrs["units"] = "ms"
+                        create_growable(g, "node_ids", np.uint64)
+                        set_sorting_attrs(g, "by_time" if self.sort_order == "by_time" else "none", 0)
         self.comm.barrier()
         self._created = True
 
     def _fsync(self) -> None:
         if self.io_path == PARALLEL or self.comm.rank in self._writers:
-            fd = os.open(self.h5_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            for target in (self.h5_path, self._shadow):
+                fd = os.open(target, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:
@@ -234,24 +244,21 @@ class SpikeWriter:
         if self._disabled:
             return
         problem = None
-        if self.io_path == PARALLEL or self.comm.rank == 0:
-            try:
-                with open_h5(self.h5_path, "r+", self.comm, self.io_path) as f:
-                    for p in self.populations:
-                        g = f[f"spikes/{p}"]
-                        n = counts[p]
-                        if len(g["node_ids"]) < n or len(g["timestamps"]) < n:
-                            problem = f"population {p} has fewer spikes than the checkpoint"
-                            break
-                        if len(g["node_ids"]) > n:
-                            g["node_ids"].resize((n,))
-                            g["timestamps"].resize((n,))
-            except (OSError, KeyError, TypeError) as exc:
-                problem = f"cannot reopen it ({exc})"
+        if self.comm.rank == 0:
+            problem = _repair_pair(self.h5_path, self._shadow, counts)
         problem = self.comm.bcast(problem)
         if problem:
             raise OutputError(f"spikes file does not match the checkpoint: {problem}", file=self.h5_path,
                               fix="run without --resume")
+        if self.io_path == PARALLEL or self.comm.rank == 0:
+            for target in (self.h5_path, self._shadow):
+                with open_h5(target, "r+", self.comm, self.io_path) as f:
+                    for p in self.populations:
+                        g = f[f"spikes/{p}"]
+                        if len(g["node_ids"]) > counts[p]:
+                            g["node_ids"].resize((counts[p],))
+                            g["timestamps"].resize((counts[p],))
+        self.comm.barrier()
         self._count = counts
         self._last_t = {p: float(v) for p, v in state.get("last_t", {}).items()} or self._last_t
         self._needs_sort = {p: bool(v) for p, v in state.get("needs_sort", {}).items()} or self._needs_sort
@@ -275,6 +282,8 @@ class SpikeWriter:
                     for p in self.populations:
                         set_sorting_attrs(f[f"spikes/{p}"], self.sort_order, self._count[p])
             self.comm.barrier()
+        if self.comm.rank == 0:
+            self._shadow.unlink(missing_ok=True)
         if self.csv_path is not None:
             from sonatarun.io.spike_csv import write_spikes_csv
 
@@ -284,3 +293,30 @@ class SpikeWriter:
                     self.h5_path.unlink()
             self.comm.barrier()
         self._closed = True
+
+
+def _holds(path: Path, counts: dict[str, int]) -> str | None:
+    """None when ``path`` opens and holds at least ``counts`` spikes per population, else why not."""
+    try:
+        with h5py.File(path, "r") as f:
+            for p, n in counts.items():
+                g = f[f"spikes/{p}"]
+                if len(g["node_ids"]) < n or len(g["timestamps"]) < n:
+                    return f"population {p} of {path.name} has fewer spikes than the checkpoint"
+    except (OSError, KeyError) as exc:
+        return f"{path.name} cannot be read ({exc})"
+    return None
+
+
+def _repair_pair(main: Path, shadow: Path, counts: dict[str, int]) -> str | None:
+    """Make both copies usable from whichever survived a kill; None on success, else the problem."""
+    import shutil
+
+    bad_main, bad_shadow = _holds(main, counts), _holds(shadow, counts)
+    if bad_main and bad_shadow:
+        return bad_main
+    if bad_main:
+        shutil.copyfile(shadow, main)
+    elif bad_shadow:
+        shutil.copyfile(main, shadow)
+    return None
