@@ -4,7 +4,7 @@ Per batch (one node type): the morphology file is read once (Import3d) and
 copied for every cell, the ``model_processing`` directives set the Allen
 parameters, and ``nseg = 1 + 2*int(L/(2*dL))`` is applied afterwards, in that
 order, as BMTK does. The segment table used for synapse placement is computed
-once per (morphology, total nseg) like BMTK's ``morphology_cache``.
+once per (morphology, directives, dL): the same values BMTK computes for each cell.
 
 ``hoc:<Template>`` models are instantiated per cell from ``templates_dir``
 (there is no file to share), then processed the same way.
@@ -235,7 +235,10 @@ class BiophysicalBuilder(CellBuilder):
             for sec in cell.sections:
                 sec.nseg = 1 + 2 * int(sec.L / (2 * settings.dL))
                 total += sec.nseg
-            key = (str(morph) if morph is not None else f"hoc:{name}:{gid}", total)
+            # BMTK computes these per cell (its morphology_cache key changes when dL resets nseg, so it
+            # never hits); cells sharing file, directives and dL get identical tables, so share one
+            key = (str(morph) if morph is not None else f"hoc:{name}:{gid}", template, tuple(directives),
+                   cell_params is None, settings.dL, total)
             table = self._tables.get(key)
             if table is None:
                 table = SegmentTable.from_sections(cell.sections, cell.cell.types, cell.soma)
