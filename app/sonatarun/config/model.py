@@ -278,32 +278,24 @@ class _Parser:
         if not isinstance(net, dict):
             raise ConfigError("'networks' must be an object with 'nodes' and 'edges' lists",
                               file=self.file_for("networks"), key="networks")
-        nodes, edges = [], []
-        for i, entry in enumerate(net.get("nodes", []) or []):
-            key = f"networks.nodes[{i}]"
-            if not isinstance(entry, dict) or "nodes_file" not in entry:
-                raise ConfigError("each nodes entry needs 'nodes_file' (and 'node_types_file')",
-                                  file=self.file_for("networks"), key=key)
-            nt = entry.get("node_types_file")
-            if not nt:
-                raise ConfigError("missing 'node_types_file'", file=self.file_for("networks"),
-                                  key=f"{key}.node_types_file", fix="name the node types CSV of this nodes file")
-            nodes.append(NodeFiles(self.resolve(entry["nodes_file"], "networks", f"{key}.nodes_file"),
-                                   self.resolve(nt, "networks", f"{key}.node_types_file"),
-                                   dict(entry.get("populations", {}) or {})))
-        for i, entry in enumerate(net.get("edges", []) or []):
-            key = f"networks.edges[{i}]"
-            if not isinstance(entry, dict) or "edges_file" not in entry:
-                raise ConfigError("each edges entry needs 'edges_file' (and 'edge_types_file')",
-                                  file=self.file_for("networks"), key=key)
-            et = entry.get("edge_types_file")
-            if not et:
-                raise ConfigError("missing 'edge_types_file'", file=self.file_for("networks"),
-                                  key=f"{key}.edge_types_file", fix="name the edge types CSV of this edges file")
-            edges.append(EdgeFiles(self.resolve(entry["edges_file"], "networks", f"{key}.edges_file"),
-                                   self.resolve(et, "networks", f"{key}.edge_types_file"),
-                                   dict(entry.get("populations", {}) or {})))
+        nodes = [NodeFiles(*self.file_pair(e, f"networks.nodes[{i}]", "nodes"))
+                 for i, e in enumerate(net.get("nodes", []) or [])]
+        edges = [EdgeFiles(*self.file_pair(e, f"networks.edges[{i}]", "edges"))
+                 for i, e in enumerate(net.get("edges", []) or [])]
         if not nodes:
             raise ConfigError("no node files: the config defines no network", file=self.file_for("networks"),
                               key="networks.nodes", fix="list at least one nodes_file/node_types_file pair")
         return nodes, edges
+
+    def file_pair(self, entry: Any, key: str, kind: str) -> tuple[Path, Path, dict[str, Any]]:
+        """(h5 file, types CSV, populations) of one `networks.nodes`/`networks.edges` entry."""
+        data_key, types_key = f"{kind}_file", f"{kind[:-1]}_types_file"
+        if not isinstance(entry, dict) or data_key not in entry:
+            raise ConfigError(f"each {kind} entry needs '{data_key}' (and '{types_key}')",
+                              file=self.file_for("networks"), key=key)
+        if not entry.get(types_key):
+            raise ConfigError(f"missing '{types_key}'", file=self.file_for("networks"), key=f"{key}.{types_key}",
+                              fix=f"name the {kind[:-1]} types CSV of this {kind} file")
+        return (self.resolve(entry[data_key], "networks", f"{key}.{data_key}"),
+                self.resolve(entry[types_key], "networks", f"{key}.{types_key}"),
+                dict(entry.get("populations", {}) or {}))
