@@ -123,3 +123,68 @@ def test_cells_match_bmtk_segment_by_segment(tmp_path):
     assert res["hoc_equal"]
     assert abs(res["clamped"] + 40.0) < 0.1
     assert res["released_differs"] > 0.0
+
+
+ASC_SCRIPT = r'''
+import sys
+import numpy as np
+from sonatarun.engines.neuron.morphology import MorphologyTemplate
+
+def swc_to_asc(swc, out):
+    """A Neurolucida tree for an SWC file: soma as a 16-point contour, each neurite as nested branches."""
+    rows = np.loadtxt(swc, comments="#")
+    ids, typ, pid = rows[:, 0].astype(int), rows[:, 1].astype(int), rows[:, 6].astype(int)
+    xyz, r = rows[:, 2:5], rows[:, 5]
+    idx = {i: k for k, i in enumerate(ids)}
+    children = {i: [] for i in ids}
+    for i, p in zip(ids, pid):
+        if p != -1:
+            children[p].append(i)
+    soma = [i for i in ids if typ[idx[i]] == 1]
+    s0 = idx[soma[0]]
+    lines = ['("CellBody"', "  (Color Red)", "  (CellBody)"]
+    for a in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+        x, y, z = xyz[s0] + [r[s0] * np.cos(a), r[s0] * np.sin(a), 0]
+        lines.append(f"  ( {x:.4f} {y:.4f} {z:.4f} 0.1)")
+    lines.append(")  ;  End of contour")
+
+    def emit(i, ind):
+        while True:
+            k = idx[i]
+            lines.append(f"{ind}( {xyz[k, 0]:.4f} {xyz[k, 1]:.4f} {xyz[k, 2]:.4f} {2 * r[k]:.4f})")
+            if len(children[i]) != 1:
+                break
+            i = children[i][0]
+        if children[i]:
+            lines.append(ind + "(")
+            for j, c in enumerate(children[i]):
+                if j:
+                    lines.append(ind + "|")
+                emit(c, ind + "  ")
+            lines.append(ind + ")  ;  End of split")
+
+    for root in [c for s in soma for c in children[s] if typ[idx[c]] != 1]:
+        lines += ["( (Color Yellow)", "  (" + {2: "Axon", 3: "Dendrite", 4: "Apical"}[typ[idx[root]]] + ")"]
+        emit(root, "  ")
+        lines.append(")  ;  End of tree")
+    open(out, "w").write("\n".join(lines) + "\n")
+
+swc, asc = sys.argv[1], sys.argv[2]
+swc_to_asc(swc, asc)
+a, b = MorphologyTemplate.read(asc), MorphologyTemplate.read(swc)
+def length(t, kind):
+    return sum(np.linalg.norm(np.diff(s.points[:, :3], axis=0), axis=1).sum() for s in t.sections if s.type == kind)
+
+same = a.counts == b.counts and all(abs(length(a, k) - length(b, k)) < 1e-3 * length(b, k) for k in ("dend", "axon"))
+print("RESULT", a.counts, same)
+'''
+
+
+def test_neurolucida_asc_reads_like_the_swc(tmp_path):
+    swc = EXAMPLES / "bio_network" / "components" / "morphologies" / "Pvalb_469628681_m.swc"
+    env = dict(os.environ, NEURON_MODULE_OPTIONS="-nogui")
+    proc = subprocess.run([sys.executable, "-c", ASC_SCRIPT, str(swc), str(tmp_path / "cell.asc")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][0]
+    assert "'dend': 40" in line and line.endswith("True")
