@@ -85,9 +85,25 @@ def check_word(value: str, what: str) -> str:
 
 
 def _q(value: str, what: str) -> str:
+    """One shell word that stays on one line.
+
+    ``shlex.quote`` alone would keep a newline inside single quotes, and the next line of
+    the file could then start with ``#SBATCH`` (or ``#$``, which Grid Engine may read
+    anywhere); so values with control characters use bash's ``$'...'`` with escapes.
+    """
     if "\x00" in value:
         raise InputError(f"{what} contains a NUL character", key=what)
-    return shlex.quote(value)
+    if not any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return shlex.quote(value)
+    out = []
+    for c in value:
+        if c in "\\'":
+            out.append("\\" + c)
+        elif ord(c) < 32 or ord(c) == 127:
+            out.append(f"\\x{ord(c):02x}")
+        else:
+            out.append(c)
+    return "$'" + "".join(out) + "'"
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""Run plans: ranks x threads per engine, launcher, environment and command, from given facts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sonatarun.errors import InputError
+from sonatarun.launch.plan import make_plan
+from sonatarun.launch.scheduler import Allocation, detect_scheduler
+from sonatarun.launch.topology import detect_topology
+from tests.conftest import EXAMPLES, mpiexec, run_sonatarun
+from tests.launch.spikes import read_spikes
+from tests.launch.test_topology import fake_node
+
+RING = EXAMPLES / "ring_intfire" / "config.simulation.json"
+NEST = EXAMPLES / "point_nest" / "config.simulation.json"
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A 2-socket, 4-NUMA-domain node with 16 cores and SMT."""
+    fake_node(tmp_path / "root", sockets=2, cores=8, smt=2, numa_per_socket=2)
+    return detect_topology(tmp_path / "root")
+
+
+def test_neuron_one_rank_per_core_under_slurm(node):
+    alloc = detect_scheduler({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "32", "SLURM_JOB_NUM_NODES": "2",
+                              "SLURM_TASKS_PER_NODE": "16(x2)", "SLURM_JOB_NODELIST": "n[1-2]"})
+    p = make_plan(RING, topology=node, allocation=alloc, extra=["--output-dir", "out"])
+    assert (p.engine, p.scheduler, p.nodes, p.ranks_per_node, p.threads_per_rank, p.ranks) == \
+        ("NEURON", "slurm", 2, 16, 1, 32)
+    assert p.command[:6] == ["srun", "--mpi=pmi2", "--ntasks=32", "--nodes=2", "--cpus-per-task=1",
+                             "--kill-on-bad-exit=1"]
+    assert p.command[-4:] == ["run", str(RING), "--output-dir", "out"]
+    assert p.env["SRUN_CPUS_PER_TASK"] == "1" and p.env["OMP_NUM_THREADS"] == "1"
+    assert p.env.get("MPI_LIB_NRN_PATH", "").endswith(("libmpi.so.12", "libmpi.so"))
+    # Outside a scheduler: this node's 16 physical cores (not its 32 hardware threads), mpiexec.
+    q = make_plan(RING, topology=node, allocation=Allocation("none"))
+    assert (q.ranks, q.launcher, q.threads_per_rank) == (16, "mpiexec", 1)
+    assert q.command[1:3] == ["-n", "16"]
+
+
+def test_nest_hybrid_and_without_mpi(node):
+    none = Allocation("none")
+    p = make_plan(NEST, topology=node, allocation=none, nest_mpi=True)
+    assert (p.ranks_per_node, p.threads_per_rank, p.launcher) == (4, 4, "mpiexec")  # a rank per NUMA domain
+    assert p.command[-2:] == ["--threads", "4"] and p.env["OMP_NUM_THREADS"] == "4"
+    w = make_plan(NEST, topology=node, allocation=none, nest_mpi=False)
+    assert (w.ranks, w.threads_per_rank, w.launcher) == (1, 16, "none")
+    with pytest.raises(InputError, match="without MPI"):
+        make_plan(NEST, topology=node, allocation=none, nest_mpi=False, np=2)
+
+
+def test_containers(node):
+    slurm = Allocation("slurm", "5", ("n1",), (4,))
+    a = make_plan(RING, topology=node, allocation=slurm, container="docker://ghcr.io/x/sonatarun:1")
+    i = a.command.index("exec")
+    assert a.command[0] == "srun" and a.command[i - 1].endswith(("apptainer", "singularity"))
+    assert a.command[a.command.index("docker://ghcr.io/x/sonatarun:1") + 1:][:2] == ["sonatarun", "run"]
+    d = make_plan(RING, topology=node, allocation=Allocation("none"), np=2, container="sonatarun:latest")
+    assert d.launcher_args == [] and d.command[1] == "run" and "--entrypoint=mpiexec" in d.command
+    assert d.command[d.command.index("sonatarun:latest") + 1:][:4] == ["-n", "2", "sonatarun", "run"]
+    with pytest.raises(InputError, match="Apptainer"):
+        make_plan(RING, topology=node, allocation=slurm, container="sonatarun:latest")
+
+
+def test_plan_cli_json_and_launch(tmp_path):
+    out = run_sonatarun("plan", str(RING), "--json", "--np", "2", "--", "--output-dir", str(tmp_path / "o"))
+    plan = json.loads(out.stdout)
+    for key in ("scheduler", "nodes", "ranks_per_node", "threads_per_rank", "launcher", "container", "env",
+                "command"):
+        assert key in plan
+    assert plan["ranks_per_node"] == 2 and plan["command"][-2:] == ["--output-dir", str(tmp_path / "o")]
+    text = run_sonatarun("plan", str(RING)).stdout
+    assert "why" in text and "one rank per physical core" in text
+    bad = run_sonatarun("plan", str(RING), "stray", check=False)
+    assert bad.returncode == 2 and "after --" in bad.stderr
+    # launch really runs it: 2 ranks give the local run's spikes.
+    mpiexec()  # needed: launch starts the ranks with it
+    run_sonatarun("launch", str(RING), "--np", "2", "--", "--output-dir", str(tmp_path / "l2"))
+    run_sonatarun("run", str(RING), "--output-dir", str(tmp_path / "l1"))
+    assert read_spikes(tmp_path / "l2") == read_spikes(tmp_path / "l1")
