@@ -63,7 +63,7 @@ class Result:
 
 
 def _timed(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[int, float, float, str]:
-    """Run under /usr/bin/time -v; return (exit code, wall s, peak RSS MB, stderr tail)."""
+    """Run under /usr/bin/time -v; return (exit code, wall s, peak RSS MB, stderr tail incl. CPU times)."""
     full = [TIME_BIN, "-v", *cmd] if os.path.exists(TIME_BIN) else cmd
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYNEST_QUIET="1")
     t0 = time.perf_counter()
@@ -76,12 +76,20 @@ def _timed(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[int, f
     wall = time.perf_counter() - t0
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     rss = int(m.group(1)) / 1024.0 if m else float("nan")
-    return proc.returncode, wall, rss, proc.stderr[-2000:]
+    return proc.returncode, wall, rss, proc.stderr[-3000:]
+
+
+def _cpu(stderr: str) -> float:
+    """user + system CPU seconds reported by /usr/bin/time -v (robust to a busy machine)."""
+    user = re.search(r"User time \(seconds\): ([\d.]+)", stderr)
+    system = re.search(r"System time \(seconds\): ([\d.]+)", stderr)
+    return float(user.group(1)) + float(system.group(1)) if user and system else float("nan")
 
 
 def _bmtk_log_times(log_txt: Path) -> dict[str, float]:
     stamps = {}
-    keys = {"Simulation Started": "start", "Simulation finished, finalizing results": "finished", "Done.": "done"}
+    keys = {"Simulation Started": "start", "Simulation finished, finalizing results": "finished", "Done.": "done",
+            "Building cells.": "cells", "Building recurrent connections": "recurrent", "Network created.": "network"}
     for line in log_txt.read_text().splitlines():
         for text, key in keys.items():
             if text in line:
@@ -112,6 +120,9 @@ def run_bmtk(size: str, config: Path, out: Path, timeout: float, threads: int) -
         return Result("bmtk", size, False, wall=wall, rss_mb=rss, note="timeout" if code == -9 else err[-300:])
     st = _bmtk_log_times(out / "log.txt")
     res = Result("bmtk", size, True, wall=wall, rss_mb=rss)
+    res.extra = {"cpu": _cpu(err), "startup": st["cells"] - started, "cells": st["recurrent"] - st["cells"],
+                 "recurrent_edges": st["network"] - st["recurrent"],
+                 "inputs_and_recorders": st["start"] - st["network"]}
     res.simulate = st["finished"] - st["start"]
     res.finalize = st["done"] - st["finished"]
     res.build = st["start"] - started
@@ -130,7 +141,7 @@ def run_sonatarun(size: str, config: Path, out: Path, timeout: float, threads: i
     res = Result("sonatarun", size, True, wall=wall, rss_mb=rss, simulate=ph["simulate"], finalize=ph["finalize"])
     res.build = wall - res.simulate - res.finalize
     res.spikes = int(record["n_spikes"])
-    res.extra = {"engine_build": ph.get("build")}
+    res.extra = {"cpu": _cpu(err), "engine_build_and_inputs": ph.get("build")}
     return res
 
 
@@ -157,6 +168,19 @@ def table(rows: list[tuple[str, dict, Result | None, Result]]) -> str:
             f"{s.spikes if s.ok else '-'} {same}{note}")
     lines.append("times in s, RSS in MB; x = BMTK build / sonatarun build; fin% = sonatarun output "
                  "writing after the last block as % of its whole run")
+    lines.append("")
+    lines.append("build breakdown (s) and process CPU time (user+sys, s):")
+    for size, meta, b, s in rows:
+        if b is not None and b.ok:
+            e = b.extra
+            lines.append(f"  {size:>5} BMTK: startup+read {e.get('startup', float('nan')):.1f}, cells "
+                         f"{e.get('cells', float('nan')):.1f}, recurrent edges {e.get('recurrent_edges', float('nan')):.1f}, "
+                         f"inputs+recorders {e.get('inputs_and_recorders', float('nan')):.1f}; cpu {e.get('cpu', float('nan')):.1f}")
+        if s.ok:
+            e = s.extra
+            eng = e.get("engine_build_and_inputs") or float("nan")
+            lines.append(f"  {size:>5} sonatarun: startup+read+plan {s.build - eng:.1f}, NEST build (cells, edges, "
+                         f"spike recorder, inputs) {eng:.1f}; cpu {e.get('cpu', float('nan')):.1f}")
     return "\n".join(lines)
 
 

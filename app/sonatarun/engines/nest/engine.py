@@ -93,6 +93,9 @@ class NestEngine(Engine):
             build.connect(self.nest, batch, self.gid_map, res)
             self.stats["edges"] += len(batch)
         self._connected = True
+        # Connecting every neuron to the spike recorder is a sizeable part of NEST's build
+        # (seconds at 100k cells), so it happens here, with the rest of the model build.
+        self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
 
     def add_stimulus(self, stimulus: Any) -> None:
         if not self._connected:
@@ -125,7 +128,8 @@ class NestEngine(Engine):
         if not self._connected:
             self._create_generators()
             self._connected = True
-        self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
+        if self._recorder is None:
+            self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
         for probe in self._probes:
             probe.capture_initial()
 
