@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sonatarun.errors import ConfigError, EngineError
-from sonatarun.engines.neuron.mechanisms import require_mechanisms
 
 
 @dataclass
@@ -58,7 +57,8 @@ def _section_of(p: dict, what: str, src: str | None) -> str:
 
 
 def mechanisms_used(params: dict) -> set[str]:
-    """Names of density mechanisms a dynamics_params dict inserts (for a clear error before any insert)."""
+    """Names of density mechanisms a dynamics_params dict inserts; the builder checks them once per
+    node type (``mechanisms.require_mechanisms``) so a missing one is named before anything is built."""
     names = {"pas"} if params.get("passive") else set()
     for p in params.get("genome", []) or []:
         mech = p.get("mechanism", "")
@@ -96,7 +96,6 @@ def set_params_peri(cell: SectionSet, params: dict, src: str | None = None) -> N
     except (KeyError, IndexError, TypeError):
         raise ConfigError("not an Allen Cell Types parameter set (needs passive, conditions, genome)",
                           **_where(src), fix="use the Allen JSON form or another model_processing") from None
-    require_mechanisms(mechanisms_used(params), src)
     cm_dict = {c["section"]: c["cm"] for c in passive["cm"]}
     for sec, stype in zip(cell.sections, cell.types):
         sec.Ra = passive["ra"]
@@ -128,7 +127,6 @@ def set_params_allactive(cell: SectionSet, params: dict, src: str | None = None)
     except (KeyError, IndexError, TypeError):
         raise ConfigError("not an Allen Cell Types parameter set (needs passive, conditions, genome)",
                           **_where(src), fix="use the Allen JSON form or another model_processing") from None
-    require_mechanisms(mechanisms_used(params), src)
     for sec in cell.sections:
         sec.insert("pas")
     if "e_pas" in passive:
