@@ -1,0 +1,132 @@
+"""On a real Slurm (started by .ci/setup-slurm.sh): submit runs under srun, and a job signalled
+mid-run checkpoints, requeues itself, resumes and ends with the uninterrupted run's spikes."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import EXAMPLES, need, run_sonatarun
+from tests.launch.spikes import read_spikes
+
+pytestmark = pytest.mark.slurm
+RING = EXAMPLES / "ring_intfire"
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+         "PREEMPTED"}
+
+
+def slurm_up() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mixed", "allocated"))
+
+
+@pytest.fixture
+def slurm():
+    need(slurm_up(), "a running Slurm with an idle node (bash .ci/setup-slurm.sh)")
+    jobs: list[str] = []
+    yield jobs
+    for j in jobs:  # a failed test leaves no job behind
+        subprocess.run(["scancel", j], capture_output=True)
+
+
+def job_info(job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=20).stdout
+    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def wait_job(job: str, timeout: float = 300, release_requeued: bool = False) -> dict[str, str]:
+    """Poll until the job ends. A requeued job waits ~2 minutes before it is eligible again (Slurm's
+    fixed requeue delay); with release_requeued the test makes it eligible now instead."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        info = job_info(job)
+        state = info.get("JobState", "")
+        if state in FINAL:
+            return info
+        if release_requeued and state == "PENDING" and info.get("Reason") == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} did not finish in {timeout} s: {job_info(job)}")
+
+
+def submit(config: Path, out: Path, jobs: list[str], *extra: str) -> tuple[str, Path]:
+    proc = run_sonatarun("submit", str(config), "--nodes", "1", "--time", "00:05:00", "--ranks-per-node", "2",
+                         *extra, "--", "--output-dir", str(out), cwd=config.parent)
+    m = re.search(r"submitted slurm job (\d+): script (.+), log (.+)$", proc.stdout.strip())
+    assert m, proc.stdout
+    jobs.append(m.group(1))
+    return m.group(1), Path(m.group(3).replace("%j", m.group(1)))
+
+
+def test_submit_runs_under_srun_with_the_local_spikes(slurm, tmp_path):
+    config = RING / "config.simulation.json"
+    job, log = submit(config, tmp_path / "slurm", slurm)
+    info = wait_job(job)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text
+    assert "srun --mpi=pmi2 --ntasks=2" in text and "2 rank(s)" in text
+    run_sonatarun("run", str(config), "--output-dir", str(tmp_path / "local"))
+    assert read_spikes(tmp_path / "slurm") == read_spikes(tmp_path / "local")
+    assert len(read_spikes(tmp_path / "local")) > 100
+
+
+def long_ring(dst: Path, tstop: float) -> Path:
+    """The ring example with inputs over `tstop` ms, so a signal lands mid-run (about 10 s of wall time
+    on 2 ranks for 60 s here); the same 6 Hz Poisson inputs, drawn with a fixed seed."""
+    shutil.copytree(RING, dst, ignore=shutil.ignore_patterns("output*"))
+    cfg = dst / "config.simulation.json"
+    conf = json.loads(cfg.read_text())
+    conf["run"]["tstop"] = tstop
+    cfg.write_text(json.dumps(conf, indent=1))
+    rng = np.random.default_rng(7)
+    times, ids = [], []
+    for node in range(12):
+        t = np.cumsum(rng.exponential(1000 / 6.0, size=int(tstop / 1000 * 6 * 1.5) + 20))
+        t = t[t < tstop]
+        times.append(t)
+        ids.append(np.full(len(t), node, dtype=np.uint64))
+    t, n = np.concatenate(times), np.concatenate(ids)
+    order = np.argsort(t, kind="stable")
+    with h5py.File(dst / "inputs" / "input_spikes.h5", "w") as f:
+        g = f.create_group("spikes/input")
+        g.attrs["sorting"] = "by_time"
+        g.create_dataset("timestamps", data=t[order]).attrs["units"] = "ms"
+        g.create_dataset("node_ids", data=n[order])
+    return cfg
+
+
+def test_preempted_job_checkpoints_requeues_and_finishes(slurm, tmp_path):
+    tstop = 30000
+    config = long_ring(tmp_path / "ring", tstop)
+    job, log = submit(config, tmp_path / "pre", slurm)
+    # Wait until the run is simulating, then send what Slurm sends before a walltime (--signal=B:USR1).
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not re.search(rf"t = [1-9]\d{{3,}} / {tstop} ms", log.read_text()
+                                                   if log.exists() else ""):
+        assert job_info(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    info = wait_job(job, release_requeued=True)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text
+    assert info["Restarts"] == "1", text
+    stop = re.search(r"stopped by SIGUSR1 at t = ([\d.]+) ms", text)
+    assert stop and 0 < float(stop.group(1)) < tstop, text  # it really stopped mid-run
+    assert "exit 75" in text and "resuming from the last checkpoint" in text and "--resume" in text
+    assert f"resumed from the checkpoint at t = {stop.group(1)}" in text  # not a rerun from zero
+    run_sonatarun("run", str(config), "--output-dir", str(tmp_path / "whole"))
+    whole = read_spikes(tmp_path / "whole")
+    assert len(whole) > 2500
+    assert read_spikes(tmp_path / "pre") == whole
