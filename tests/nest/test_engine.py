@@ -186,3 +186,16 @@ def test_several_ranks_without_mpi_is_a_clear_error():
 
     with pytest.raises(EngineError, match="--threads"):
         registry.get("nest")(RunSettings(), TwoRanks(), LOG)
+
+
+def test_weights_follow_bmtk_pointnet_nsyns_rule():
+    """syn_weight x nsyns, also under BMTK's built-in weight functions; a user function's value is final."""
+    need(HAVE_NEST, "NEST (pip install nest-simulator)")
+    from sonatarun.engines.nest.build import connection_weights
+
+    plain = _edges("a", "b", [0, 1], [2, 3], 2.0, 1.0, nsyns=[1, 3])
+    builtin = _edges("a", "b", [0, 1], [2, 3], 2.0, 1.0, nsyns=[1, 3], type_attrs={"weight_function": "wmax"})
+    custom = _edges("a", "b", [0, 1], [2, 3], 2.0, 1.0, nsyns=[1, 3], type_attrs={"weight_function": "my_fn"})
+    assert list(connection_weights(plain)) == [2.0, 6.0]
+    assert list(connection_weights(builtin)) == [2.0, 6.0]
+    assert list(connection_weights(custom)) == [2.0, 2.0]

@@ -72,3 +72,34 @@ def test_point_nest_example_matches_bmtk_pointnet(tmp_copy):
     assert got_v.shape == (5000, 6) and list(time) == pytest.approx([0.0, 500.0, 0.1])
     assert np.abs(got_v[1:1 + len(ref_v)] - ref_v).max() < 1e-3
     assert np.ptp(got_v[:, 0]) > 10.0  # the traces move
+
+
+ALLEN_R_ASC_A = {
+    "type": "GLIF", "El_reference": -0.0790417277018229, "C": 6.072689987399939e-11,
+    "asc_amp_array": [-6.2e-12, -1.5e-10], "th_inf": 0.027239, "spike_cut_length": 29,
+    "init_AScurrents": [0.0, 0.0], "El": 0.0, "dt": 5e-05, "asc_tau_array": [0.3333333333333333, 0.01],
+    "R_input": 238800000.0,
+    "threshold_dynamics_method": {"name": "three_components_exact",
+                                  "params": {"a_spike": 0.0021, "b_spike": 410.0, "a_voltage": 5.2, "b_voltage": 3.1}},
+    "voltage_reset_method": {"name": "v_before", "params": {"a": 0.63, "b": 0.0051}},
+    "coeffs": {"a": 1.1, "C": 1.0, "b": 0.9, "G": 1.05, "th_inf": 0.9676, "asc_amp_array": [1.0, 0.8]},
+}
+
+
+@pytest.mark.parametrize("variant", ["glif_lif_psc", "glif_lif_r_psc", "glif_lif_asc_psc", "glif_lif_r_asc_psc",
+                                     "glif_lif_r_asc_a_psc", "glif_lif_psc_bix", "glif_lif_asc_psc_bix",
+                                     "glif_lif_r_asc_psc_bix"])
+def test_allen_glif_conversion_is_bmtks(variant):
+    """Our Allen -> NEST GLIF conversion gives BMTK's model and parameters for every variant."""
+    need(_have("bmtk") and _have("nest"), "bmtk and nest-simulator")
+    from bmtk.simulator.pointnet.glif_utils import converter_builtin
+
+    from sonatarun.engines.nest.models import convert_allen_glif
+
+    ref_model, ref = converter_builtin(f"nest:{variant}", dict(ALLEN_R_ASC_A))
+    got = convert_allen_glif(variant, dict(ALLEN_R_ASC_A))
+    assert f"nest:{got.name}" == ref_model
+    assert set(got.params) == set(ref)
+    for key, value in ref.items():
+        assert np.allclose(np.asarray(got.params[key], dtype=float), np.asarray(value, dtype=float), rtol=0,
+                           atol=0), key
