@@ -57,7 +57,18 @@ def worker_report(args: argparse.Namespace) -> dict:
         _fsync(Path(args.out))
     comm.barrier()
     t_disk = comm.allreduce_max(time.perf_counter() - t0)
-    return {"seconds": t_cache, "fsync_seconds": t_disk, "path": w.io_path, "ranks": comm.size}
+    rss = comm.gather(_peak_rss_mb())
+    return {"seconds": t_cache, "fsync_seconds": t_disk, "path": w.io_path, "ranks": comm.size,
+            "rss_mb": [round(x) for x in rss] if rss else []}
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM of this process image (ru_maxrss would include the parent's RSS at fork)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def _fsync(path: Path) -> None:
@@ -173,7 +184,7 @@ def main() -> None:
               f"blocks of {args.block} rows, best of {args.repeat}")
         print("'cache': until the file is closed (page cache); 'disk': until fsync returns")
         print(f"{'method':38s} {'ranks':>5s} {'cache s':>8s} {'MB/s':>6s} {'vs plain':>8s} {'disk s':>7s} "
-              f"{'MB/s':>6s} {'vs plain':>8s}")
+              f"{'MB/s':>6s} {'vs plain':>8s}  peak RSS MB per rank")
         print(f"{'plain h5py, one write':38s} {1:5d} {t_one:8.3f} {mb / t_one:6.0f} {'100%':>8s} {t_one_disk:7.3f} "
               f"{mb / t_one_disk:6.0f} {'100%':>8s}")
         print(f"{'plain h5py, per block':38s} {1:5d} {t_blk:8.3f} {mb / t_blk:6.0f} {t_one / t_blk:8.0%}")
@@ -186,7 +197,7 @@ def main() -> None:
                 t = min(r["seconds"] for r in runs)
                 td = min(r["fsync_seconds"] for r in runs)
                 print(f"{'sonatarun ' + path + ' (write_block+flush)':38s} {ranks:5d} {t:8.3f} {mb / t:6.0f} "
-                      f"{t_one / t:8.0%} {td:7.3f} {mb / td:6.0f} {t_one_disk / td:8.0%}")
+                      f"{t_one / t:8.0%} {td:7.3f} {mb / td:6.0f} {t_one_disk / td:8.0%}  {runs[0]['rss_mb']}")
                 (tmp / f"{path}{ranks}.h5").unlink(missing_ok=True)
 
         print(f"\nspikes: {args.spikes} spikes in 50 blocks; close = final sort/attributes (no CSV)")

@@ -111,6 +111,7 @@ class CompartmentReportWriter:
         self._rows = 0
         self._created = False
         self._file: h5py.File | None = None
+        self._out: np.ndarray | None = None
 
     # ---------------------------------------------------------------- layout
     def _plan_layout(self) -> _Layout:
@@ -270,10 +271,16 @@ class CompartmentReportWriter:
         if len(blocks) == 1 and blocks[0][1].identity:
             out = blocks[0][0]
         else:
-            out = np.empty((rows, self.n_elements), dtype=DATA_DTYPE)
+            out = self._buffer(rows)
             for block, place in blocks:
                 place.scatter(block, out)
         write_rows(ds, self._rows + bounds[k], out, collective)
+
+    def _buffer(self, rows: int) -> np.ndarray:
+        """A reused assembly buffer: no fresh pages to fault in at every block."""
+        if self._out is None or self._out.shape[0] < rows:
+            self._out = np.empty((rows, self.n_elements), dtype=DATA_DTYPE)
+        return self._out[:rows]
 
     def flush(self, sync: bool = False) -> None:
         """End of block: close the file so it is complete on disk; ``sync`` also fsyncs (checkpoints)."""
@@ -324,3 +331,4 @@ class CompartmentReportWriter:
         if not self._created:
             self._open()
         self.flush(sync=False)
+        self._out = None
