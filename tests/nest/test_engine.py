@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import need
+from tests.conftest import need, run_sonatarun
 
 os.environ.setdefault("PYNEST_QUIET", "1")
 try:
@@ -199,3 +199,17 @@ def test_weights_follow_bmtk_pointnet_nsyns_rule():
     assert list(connection_weights(plain)) == [2.0, 6.0]
     assert list(connection_weights(builtin)) == [2.0, 6.0]
     assert list(connection_weights(custom)) == [2.0, 2.0]
+
+
+@pytest.mark.mpi
+def test_nest_under_mpiexec_fails_before_writing_anything(tmp_copy):
+    """NEST without MPI kills a process started by mpiexec -n 2 at import (exit 127, no hint);
+    sonatarun must refuse first, with exit 2, a fix, and no output directory."""
+    need(HAVE_NEST, "NEST (pip install nest-simulator)")
+    ex = tmp_copy("point_nest")
+    out = ex / "out_mpi"
+    proc = run_sonatarun("run", str(ex / "config.simulation.json"), "--output-dir", str(out), np=2, cwd=ex,
+                         check=False, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--threads" in proc.stderr and "FATAL" not in proc.stderr
+    assert not out.exists()

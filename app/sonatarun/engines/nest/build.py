@@ -158,17 +158,22 @@ def connection_weights(batch: ConnectionBatch) -> np.ndarray:
     return weights
 
 
+def synapse_model_name(batch: ConnectionBatch) -> str:
+    """The edge type's model_template without BMTK's optional 'nest:' prefix (static_synapse if none)."""
+    template = batch.model_template
+    if _blank(template):
+        return "static_synapse"
+    model = str(template)
+    if model.startswith("nest:"):
+        where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}: model_template"
+        model = split_template(model, where=where)[1]
+    return model
+
+
 def synapse_spec(batch: ConnectionBatch, resolution: float) -> dict[str, Any]:
     """The nest.Connect syn_spec: model from model_template, dynamics JSON, then delay and weight arrays."""
     where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
-    template = batch.model_template
-    if _blank(template):
-        model = "static_synapse"
-    else:
-        model = str(template)
-        if model.startswith("nest:"):
-            model = split_template(model, where=f"{where}: model_template")[1]
-    spec: dict[str, Any] = {"synapse_model": model}
+    spec: dict[str, Any] = {"synapse_model": synapse_model_name(batch)}
     spec.update(batch.dynamics or {})
     delays = np.asarray(batch.delays, dtype=np.float64)
     if len(delays) and np.isnan(delays).any():

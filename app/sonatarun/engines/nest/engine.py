@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, Engine, Probe, ProbeSpec,
                                     RunSettings, SpikeTrains)
 from sonatarun.engines.nest import build, kernel
+from sonatarun.engines.nest.models import resolve_model
 from sonatarun.engines.nest.recorders import MultimeterProbe, SpikeRecorder
 from sonatarun.engines.registry import register
 from sonatarun.errors import EngineError
@@ -35,8 +37,8 @@ def engine_options(settings: RunSettings) -> dict[str, Any]:
 class NestEngine(Engine):
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         super().__init__(settings, comm, log)
+        kernel.check_single_process(comm)
         self.nest = kernel.import_nest(quiet=settings.quiet)
-        kernel.check_single_process(self.nest, comm)
         self.options = engine_options(settings)
         kernel.configure(self.nest, settings, self.options)
         self.gid_map = build.GidMap()
@@ -51,6 +53,55 @@ class NestEngine(Engine):
         self._connected = False
         self._flushed = False
         self.stats: dict[str, int] = {"cells": 0, "virtual": 0, "edges": 0}
+
+    @classmethod
+    def check_plan(cls, plan: dict[str, Any], components: dict[str, Path]) -> list[str]:
+        """Problems the build would hit (ranks, models, synapse models, inputs, reports), found before any write."""
+        from sonatarun.mpi import world
+
+        try:
+            kernel.check_single_process(world())
+        except EngineError as exc:
+            return [exc.render()]  # and do not import NEST: without MPI it exits under mpiexec -n >1
+        nest = kernel.import_nest(quiet=True)
+        extensions = bool(components.get("nest_modules"))  # models may come from modules not loaded yet
+        problems: list[str] = []
+        seen: set = set()
+        for b in plan.get("cells", []):
+            key = (b.population, b.node_type_id)
+            if key in seen or build.is_virtual(b):
+                continue
+            seen.add(key)
+            try:
+                model = resolve_model(b)
+            except EngineError as exc:
+                problems.append(exc.render())
+                continue
+            if not extensions and model.name not in nest.node_models:
+                problems.append(f"population '{b.population}', node type {b.node_type_id}: NEST has no model "
+                                f"'{model.name}' (model_template {b.model_template})")
+        for c in plan.get("connections", []):
+            key = (c.edge_population, c.edge_type_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                name = build.synapse_model_name(c)
+            except EngineError as exc:
+                problems.append(exc.render())
+                continue
+            if not extensions and name not in nest.synapse_models:
+                problems.append(f"edge population '{c.edge_population}', edge type {c.edge_type_id}: NEST has no "
+                                f"synapse model '{name}' (use e.g. static_synapse, stdp_synapse, tsodyks_synapse)")
+        for stim in plan.get("stimuli", []):
+            if not isinstance(stim, (SpikeTrains, CurrentClamp)):
+                problems.append(f"input '{getattr(stim, 'name', '?')}': the NEST engine cannot apply a "
+                                f"{type(stim).__name__} (point neurons take spike trains and current clamps)")
+        for _, spec in plan.get("probes", []):
+            if spec.kind not in ("multimeter", "membrane"):
+                problems.append(f"report '{spec.name}': the NEST engine does not support '{spec.kind}' reports "
+                                f"(use multimeter_report with a NEST recordable)")
+        return problems
 
     # -- model ---------------------------------------------------------------
     def build_cells(self, batches: list[CellBatch]) -> None:

@@ -26,27 +26,20 @@ def import_nest(quiet: bool = True):
     return nest
 
 
-def has_mpi(nest) -> bool:
-    return bool(nest.GetKernelStatus("build_info").get("have_mpi", False))
-
-
-def check_single_process(nest, comm: Comm) -> None:
+def check_single_process(comm: Comm) -> None:
     """The NEST engine keeps the whole network in one process: refuse several ranks clearly.
 
-    Several ranks each building the whole network would silently simulate it N times
-    (and write N copies of every output); NEST shares a network across ranks only when
-    it is built with MPI, which the PyPI wheel is not.
+    This runs before NEST is imported, because a NEST built without MPI (the PyPI
+    wheel) kills the process at import when it sees an MPI launcher with several ranks
+    ("[FATAL] ... NEST was not compiled with MPI support", exit 127). And several ranks
+    each building the whole network would simulate it N times and write N copies.
     """
     if comm.size <= 1:
         return
-    if has_mpi(nest):
-        why = "this sonatarun NEST engine runs the network in one process"
-    else:
-        why = "this NEST build has no MPI support (the nest-simulator wheel is built without it)"
-    raise EngineError(f"the NEST engine was started on {comm.size} MPI ranks, but {why}",
-                      key="target_simulator",
-                      fix="run one process and use threads instead (`sonatarun run --threads N config.json`), "
-                          "or use the container image whose NEST is built with MPI")
+    raise EngineError(f"the NEST engine runs a network in one process, but it was started on {comm.size} "
+                      "MPI ranks (the nest-simulator wheel has no MPI support)", key="target_simulator",
+                      fix="run one process and use threads instead: `sonatarun run --threads N config.json` "
+                          "(on Slurm: one task with N cpus)")
 
 
 def configure(nest, settings: RunSettings, options: dict[str, Any]) -> None:
