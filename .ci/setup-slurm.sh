@@ -116,7 +116,14 @@ if [ ! -f /etc/slurm/slurm.conf ] || [ "$(cat /etc/slurm/slurm.conf)" != "$conf"
 fi
 
 # --- daemons --------------------------------------------------------------
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Alive only if the pid file names a running process of that daemon (a pid left by a killed daemon
+# may since belong to something else).
+pid_alive() {
+    local pid
+    [ -f "$1" ] || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$(basename "$1" .pid)" ]
+}
 stop_pidfile() {
     if pid_alive "$1"; then
         kill "$(cat "$1")" 2>/dev/null || true
