@@ -41,6 +41,8 @@ class BioCell(NrnCell):
         self._uniforms = np.empty(0)
         self._stream_end = 0
         self._plans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._open: dict[str, dict] = {}  # unplanned placement of the population being connected
+        self._closed: set[str] = set()
 
     def __str__(self) -> str:  # section names read e.g. "bio_12.dend[3]"
         return f"{self.population}_{self.node_id}"
@@ -96,18 +98,61 @@ class BioCell(NrnCell):
             self._uniforms = np.concatenate([self._uniforms, self._rng.random_sample(need - len(self._uniforms))])
         return self._uniforms[start:need]
 
-    def _offsets(self, batch: ConnectionBatch, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
+    def _planned(self, batch: ConnectionBatch, rows: np.ndarray) -> np.ndarray | None:
+        """Offsets from :func:`synapses.plan_placement`, when the engine made a plan."""
         plan = self._plans.get(batch.edge_population)
-        if plan is not None and batch.edge_ids is not None:
-            ids = np.asarray(batch.edge_ids)[rows]
-            pos = np.searchsorted(plan[0], ids)
-            pos = np.minimum(pos, len(plan[0]) - 1)
-            if np.all(plan[0][pos] == ids):
-                return plan[1][pos]
-        # no plan: draw in call order (exact when each cell gets its edges in BMTK order)
-        offs = self._stream_end + np.cumsum(n) - n
-        self._stream_end += int(n.sum())
-        return offs
+        if plan is None or batch.edge_ids is None:
+            return None
+        ids = np.asarray(batch.edge_ids)[rows]
+        pos = np.minimum(np.searchsorted(plan[0], ids), len(plan[0]) - 1)
+        return plan[1][pos] if np.all(plan[0][pos] == ids) else None
+
+    def _place_unplanned(self, batch: ConnectionBatch, rows: np.ndarray, n: np.ndarray, cands: tuple) -> np.ndarray:
+        """Without a plan: offsets for these edges among all edges of their population seen so far
+        (ordered by edge id, as BMTK), moving already placed synapses whose offsets shift.
+
+        Batches of one population arrive type by type while BMTK interleaves types by edge id;
+        once the last batch of the population is in, every synapse sits where BMTK puts it.
+        Exact when populations come in BMTK's order and are not interleaved (else: call order).
+        """
+        pop = batch.edge_population
+        st = self._open.get(pop)
+        if st is None:
+            if pop in self._closed:  # population resumed after another one started: call order
+                offs = self._stream_end + np.cumsum(n) - n
+                self._stream_end += int(n.sum())
+                return offs
+            self._closed.update(self._open)
+            self._open = {}
+            st = self._open[pop] = {"base": self._stream_end, "ids": np.empty(0, np.int64),
+                                    "n": np.empty(0, np.int64), "cand": np.empty(0, np.int64),
+                                    "first": np.empty(0, np.int64), "offs": np.empty(0, np.int64), "cands": []}
+        st["cands"].append(cands)
+        ids = np.asarray(batch.edge_ids)[rows] if batch.edge_ids is not None else \
+            (st["ids"].max(initial=-1) + 1 + np.arange(len(rows)))
+        all_ids = np.concatenate([st["ids"], ids])
+        all_n = np.concatenate([st["n"], n])
+        order = np.argsort(all_ids, kind="stable")
+        offs_sorted = st["base"] + np.cumsum(all_n[order]) - all_n[order]
+        all_offs = np.empty_like(offs_sorted)
+        all_offs[order] = offs_sorted
+        old = len(st["ids"])
+        moved = np.flatnonzero(all_offs[:old] != st["offs"])
+        for e in moved.tolist():  # relocate synapses of earlier batches whose draws shifted
+            tar_ix, prob = st["cands"][int(st["cand"][e])]
+            segs = choose(self._draws(int(all_offs[e]), int(st["n"][e])), tar_ix, prob)
+            table, secs = self.segment_table, self.sections
+            for k, seg in enumerate(segs.tolist()):
+                i = int(st["first"][e]) + k
+                syn, nc, _sid, _x, src = self.synapses[i]
+                sid = int(table.sec_id[seg])
+                syn.loc(secs[sid](float(table.x[seg])))
+                self.synapses[i] = (syn, nc, sid, syn.get_segment().x, src)
+        st["ids"], st["n"], st["offs"] = all_ids, all_n, all_offs
+        st["cand"] = np.concatenate([st["cand"], np.full(len(rows), len(st["cands"]) - 1)])
+        st["first"] = np.concatenate([st["first"], len(self.synapses) + np.cumsum(n) - n])
+        self._stream_end = st["base"] + int(all_n.sum())
+        return all_offs[old:]
 
     # -- connections -----------------------------------------------------------
     def connect(self, batch: ConnectionBatch, rows: np.ndarray, pc: Any) -> list[Any]:
@@ -136,7 +181,9 @@ class BioCell(NrnCell):
             n = np.asarray(batch.nsyns, dtype=np.int64)[rows]
             if len(tar_ix) == 0:
                 return []  # BMTK logs a warning and makes no synapse (and draws nothing)
-            offs = self._offsets(batch, rows, n)
+            offs = self._planned(batch, rows)
+            if offs is None:
+                offs = self._place_unplanned(batch, rows, n, (tar_ix, prob))
             segs = np.concatenate([choose(self._draws(int(o), int(k)), tar_ix, prob)
                                    for o, k in zip(offs, n)]) if n.sum() else np.empty(0, dtype=np.int64)
             sec_ids = table.sec_id[segs]
