@@ -66,12 +66,14 @@ def test_containers(node):
 
 
 def test_plan_cli_json_and_launch(tmp_path):
-    out = run_sonatarun("plan", str(RING), "--json", "--np", "2", "--", "--output-dir", str(tmp_path / "o"))
+    # `CONFIG -- run args`: argparse would drop that `--` if CONFIG were not part of the remainder.
+    out = run_sonatarun("plan", "--json", str(RING), "--", "--output-dir", str(tmp_path / "o"), "--np", "7")
     plan = json.loads(out.stdout)
     for key in ("scheduler", "nodes", "ranks_per_node", "threads_per_rank", "launcher", "container", "env",
                 "command"):
         assert key in plan
-    assert plan["ranks_per_node"] == 2 and plan["command"][-2:] == ["--output-dir", str(tmp_path / "o")]
+    assert plan["command"][-4:] == ["--output-dir", str(tmp_path / "o"), "--np", "7"]
+    assert json.loads(run_sonatarun("plan", str(RING), "--json", "--np", "2").stdout)["ranks_per_node"] == 2
     text = run_sonatarun("plan", str(RING)).stdout
     assert "why" in text and "one rank per physical core" in text
     bad = run_sonatarun("plan", str(RING), "stray", check=False)
