@@ -59,8 +59,8 @@ def test_containers(node):
     assert a.command[0] == "srun" and a.command[i - 1].endswith(("apptainer", "singularity"))
     assert a.command[a.command.index("docker://ghcr.io/x/sonatarun:1") + 1:][:2] == ["sonatarun", "run"]
     d = make_plan(RING, topology=node, allocation=Allocation("none"), np=2, container="sonatarun:latest")
-    assert d.launcher_args == [] and d.command[1] == "run" and "--entrypoint=mpiexec" in d.command
-    assert d.command[d.command.index("sonatarun:latest") + 1:][:4] == ["-n", "2", "sonatarun", "run"]
+    assert d.launcher_args == [] and d.command[1] == "run"
+    assert d.command[d.command.index("sonatarun:latest") + 1:][:5] == ["mpiexec", "-n", "2", "sonatarun", "run"]
     with pytest.raises(InputError, match="Apptainer"):
         make_plan(RING, topology=node, allocation=slurm, container="sonatarun:latest")
 

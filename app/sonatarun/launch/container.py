@@ -106,8 +106,10 @@ def wrap(spec: ContainerSpec, inner: list[str], *, binds: list[str], env_names: 
             cmd.append(f"--volume={b}:{b}")
         for name in env_names:
             cmd += ["-e", name]
-        # An explicit entrypoint keeps the command independent of the image's ENTRYPOINT.
-        return cmd + [f"--entrypoint={inner[0]}", spec.image, *inner[1:]]
+        # The command follows the image name: sonatarun's image ENTRYPOINT (containers/entrypoint.sh) sets up
+        # its MPI environment and then runs `mpiexec ...`/`sonatarun ...` as given; an image without an
+        # ENTRYPOINT runs it as its CMD.
+        return cmd + [spec.image, *inner]
     cmd = [exe, "exec", "--pwd", workdir]
     for b in uniq:
         cmd += ["--bind", b]
