@@ -88,7 +88,7 @@ def _report(path: Path) -> dict[tuple[int, int, float], np.ndarray]:
         g = f["report"][pop]
         data = g["data"][()]
         m = g["mapping"]
-        ptr = m["index_pointer"][()] if "index_pointer" in m else m["index_pointers"][()]
+        ptr = (m["index_pointer"][()] if "index_pointer" in m else m["index_pointers"][()]).astype(np.int64)
         nodes = np.repeat(m["node_ids"][()], np.diff(ptr))
         keys = list(zip(nodes.tolist(), m["element_ids"][()].tolist(), np.round(m["element_pos"][()], 6).tolist()))
     out: dict = {}
