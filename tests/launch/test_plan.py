@@ -39,6 +39,9 @@ def test_neuron_one_rank_per_core_under_slurm(node):
     q = make_plan(RING, topology=node, allocation=Allocation("none"))
     assert (q.ranks, q.launcher, q.threads_per_rank) == (16, "mpiexec", 1)
     assert q.command[1:3] == ["-n", "16"]
+    f = make_plan(RING, topology=node, allocation=detect_scheduler(
+        {"FLUX_JOB_ID": "f1", "FLUX_URI": "local:///x", "FLUX_JOB_NNODES": "2", "FLUX_JOB_SIZE": "8"}))
+    assert f.command[:5] == ["flux", "run", "--ntasks=8", "--nodes=2", "--cores-per-task=1"]
 
 
 def test_nest_hybrid_and_without_mpi(node):

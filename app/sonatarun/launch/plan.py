@@ -8,7 +8,8 @@ The rules, and why:
   core as a thread, whatever was asked.
 - Inside an allocation the scheduler's slot counts win over our own core count: it
   knows the other nodes; we only see this one.
-- ``srun`` inside Slurm (it binds, accounts and forwards signals), ``mpiexec`` elsewhere,
+- ``srun`` inside Slurm (it binds, accounts and forwards signals), ``flux run`` inside Flux,
+  ``mpiexec`` elsewhere,
   and no launcher at all for one rank outside a scheduler.
 
 A plan is data (:class:`RunPlan`): `plan` prints it, `launch` runs it, `submit` renders it
@@ -45,7 +46,7 @@ class RunPlan:
     ranks_per_node: int
     threads_per_rank: int
     ranks: int
-    launcher: str  # "srun", "mpiexec" or "none"
+    launcher: str  # "srun", "flux", "mpiexec" or "none"
     container: dict | None
     env: dict[str, str]
     command: list[str]  # launcher_args + run_args, what `launch` executes
@@ -238,6 +239,9 @@ def make_plan(config: str | Path, *, np: int | None = None, threads: int | None 
         env["SRUN_CPUS_PER_TASK"] = str(tpr)
         reasons.append("inside Slurm: srun starts the ranks (SRUN_CPUS_PER_TASK set, since srun no longer "
                        "inherits --cpus-per-task from sbatch)")
+    elif alloc.scheduler == "flux":
+        launcher = "flux"
+        reasons.append("inside Flux: `flux run` starts the ranks (it provides PMI)")
     elif ranks > 1:
         launcher = "mpiexec"
         reasons.append(f"{ranks} ranks outside Slurm: mpiexec starts them")
@@ -265,6 +269,8 @@ def make_plan(config: str | Path, *, np: int | None = None, threads: int | None 
     if launcher == "srun":
         launch_cmd = ["srun", f"--mpi={srun_mpi}", f"--ntasks={ranks}", f"--nodes={nodes}",
                       f"--cpus-per-task={tpr}", "--kill-on-bad-exit=1"]
+    elif launcher == "flux":
+        launch_cmd = ["flux", "run", f"--ntasks={ranks}", f"--nodes={nodes}", f"--cores-per-task={tpr}"]
     elif launcher == "mpiexec":
         launch_cmd = ["mpiexec" if spec is not None and not spec.per_rank else find_mpiexec(), "-n", str(ranks)]
         if nodes > 1:
@@ -283,8 +289,8 @@ def make_plan(config: str | Path, *, np: int | None = None, threads: int | None 
             prefix, rest = launch_cmd, wrap(spec, run_cmd, binds=binds, env_names=list(env), workdir=workdir)
             reasons.append(f"{spec.runtime}: the launcher starts one container per rank (host MPI/PMI passes in)")
         else:
-            if launcher == "srun":
-                raise InputError("Docker images cannot be started per rank by srun", key="--container",
+            if launcher in ("srun", "flux"):
+                raise InputError(f"Docker images cannot be started per rank by {launcher}", key="--container",
                                  fix="convert the image for Apptainer (apptainer build x.sif docker-daemon:TAG) "
                                      "and pass the .sif")
             inner = (launch_cmd + run_cmd) if launch_cmd else run_cmd
