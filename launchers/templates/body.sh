@@ -41,6 +41,7 @@ while :; do
     # `wait` also returns when a trap ran; the run is then still going.
     kill -0 "$child" 2>/dev/null || break
 done
+child=""  # reaped: a later signal (a requeue sends TERM) must not reach a reused pid
 sonatarun_after_run
 
 if [ "$rc" = 75 ]; then
