@@ -35,30 +35,37 @@ def _cells(n_elements: int, per_cell: int, rank: int, size: int) -> tuple[np.nda
 
 
 def worker_report(args: argparse.Namespace) -> dict:
+    """Best of ``--repeat`` writes in this process, each into a fresh file (as the baseline does)."""
     from sonatarun.io.report_writer import CompartmentReportWriter
     from sonatarun.mpi import world
 
     comm = world()
+    out = Path(args.out)
     ids, counts = _cells(args.elements, args.per_cell, comm.rank, comm.size)
     n_local = int(counts.sum())
     rng = np.random.default_rng(comm.rank)
     block = rng.standard_normal((args.block, n_local)).astype(np.float32)  # generated before timing
-    comm.barrier()
-    t0 = time.perf_counter()
-    w = CompartmentReportWriter(Path(args.out), comm, "pop", ids, counts, np.zeros(n_local), np.full(n_local, 0.5),
-                                0.0, args.rows * 0.1, 0.1, "v", "mV")
-    for _ in range(args.rows // args.block):
-        w.write_block(block)
-        w.flush()
-    w.close()
-    comm.barrier()
-    t_cache = comm.allreduce_max(time.perf_counter() - t0)
-    if comm.rank == 0:
-        _fsync(Path(args.out))
-    comm.barrier()
-    t_disk = comm.allreduce_max(time.perf_counter() - t0)
+    best_cache = best_disk = float("inf")
+    for _ in range(args.repeat):
+        if comm.rank == 0:
+            out.unlink(missing_ok=True)
+        comm.barrier()
+        t0 = time.perf_counter()
+        w = CompartmentReportWriter(out, comm, "pop", ids, counts, np.zeros(n_local), np.full(n_local, 0.5),
+                                    0.0, args.rows * 0.1, 0.1, "v", "mV")
+        for _ in range(args.rows // args.block):
+            w.write_block(block)
+            w.flush()
+        w.close()
+        comm.barrier()
+        t_cache = comm.allreduce_max(time.perf_counter() - t0)
+        if comm.rank == 0:
+            _fsync(out)
+        comm.barrier()
+        t_disk = comm.allreduce_max(time.perf_counter() - t0)
+        best_cache, best_disk = min(best_cache, t_cache), min(best_disk, t_disk)
     rss = comm.gather(_peak_rss_mb())
-    return {"seconds": t_cache, "fsync_seconds": t_disk, "path": w.io_path, "ranks": comm.size,
+    return {"seconds": best_cache, "fsync_seconds": best_disk, "path": w.io_path, "ranks": comm.size,
             "rss_mb": [round(x) for x in rss] if rss else []}
 
 
@@ -136,7 +143,8 @@ def plain_h5py(out: Path, rows: int, elements: int, block: int) -> tuple[float, 
 def launch(kind: str, path: str, ranks: int, out: Path, args: argparse.Namespace) -> dict | None:
     env = dict(os.environ, SONATARUN_IO=path, PYTHONUNBUFFERED="1")
     extra = ["--worker", kind, "--out", str(out), "--elements", str(args.elements), "--rows", str(args.rows),
-             "--block", str(args.block), "--per-cell", str(args.per_cell), "--spikes", str(args.spikes)]
+             "--block", str(args.block), "--per-cell", str(args.per_cell), "--spikes", str(args.spikes),
+             "--repeat", str(args.repeat)]
     if path == "parallel":
         py, launcher = Path(args.mpi_venv) / "bin" / "python", shutil.which("mpiexec.mpich")
         if not py.exists() or launcher is None:
@@ -190,7 +198,7 @@ def main() -> None:
         print(f"{'plain h5py, per block':38s} {1:5d} {t_blk:8.3f} {mb / t_blk:6.0f} {t_one / t_blk:8.0%}")
         for path in ("serial", "parallel"):
             for ranks in (1, 2):
-                runs = [launch("report", path, ranks, tmp / f"{path}{ranks}.h5", args) for _ in range(args.repeat)]
+                runs = [launch("report", path, ranks, tmp / f"{path}{ranks}.h5", args)]
                 if runs[0] is None:
                     print(f"{'sonatarun ' + path:38s} {ranks:5d}   (parallel h5py venv not found: skipped)")
                     continue
