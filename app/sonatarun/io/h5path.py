@@ -51,7 +51,9 @@ def open_h5(path: Path | str, mode: str, comm: Comm, io_path: str) -> h5py.File:
 
     The earliest file format is kept on purpose: it writes no consistency flags into the
     superblock, so a file whose writer was killed still opens without ``h5clear``.
+    File locking is best-effort: cluster file systems without flock (some NFS/Lustre
+    mounts) would otherwise refuse every open.
     """
     if io_path == PARALLEL:
-        return h5py.File(path, mode, driver="mpio", comm=comm.mpi)
-    return h5py.File(path, mode)
+        return h5py.File(path, mode, driver="mpio", comm=comm.mpi, locking="best-effort")
+    return h5py.File(path, mode, locking="best-effort")
