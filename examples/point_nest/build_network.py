@@ -78,7 +78,7 @@ def build(out: Path = HERE / "network") -> None:
     thal.add_edges(target=cortex.nodes(pop_name="exc"), source=thal.nodes(),
                    connection_rule=random_nsyns, connection_params={"p": 0.3, "nmax": 2},
                    syn_weight=60.0, delay=2.0, dynamics_params="static_iaf.json",
-                   model_template="static_synapse")
+                   model_template="static_synapse", weight_function="wmax")
     thal.build()
     thal.save(output_dir=str(out))
 
