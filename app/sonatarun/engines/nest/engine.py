@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,6 +35,11 @@ def engine_options(settings: RunSettings) -> dict[str, Any]:
 
 @register("nest")
 class NestEngine(Engine):
+    # No exact checkpoint/resume for NEST (see save_state below): the simulation layer should
+    # not schedule automatic checkpoints (batch schedulers) for this engine, and should refuse
+    # --checkpoint-interval / --resume before the run starts.
+    supports_checkpoints: ClassVar[bool] = False
+
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         super().__init__(settings, comm, log)
         kernel.check_single_process(comm)
