@@ -22,6 +22,22 @@ from tests.io.helpers import (assert_same_content, driver_cmd, h5_content, run_d
 RUNS = [("serial", 1), ("serial", 2), ("parallel", 1), ("parallel", 2)]
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL mpiexec and every rank at once (Hydra puts each rank in its own session)."""
+    try:
+        root = psutil.Process(proc.pid)
+        tree = root.children(recursive=True) + [root]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=30)
+    proc.communicate(timeout=30)
+
+
 def expected_spikes(pop: str) -> np.ndarray:
     ids, ts = drv.all_spikes(pop, drv.POPS[pop])
     keep = (ts >= drv.TSTART) & (ts < drv.TSTOP)
@@ -138,15 +154,7 @@ def _kill_and_resume(tmp_path: Path, path: str, ranks: int, sort: str, block: in
         if line.strip() == f"block {block} done":
             break
     time.sleep(delay)
-    # Hydra puts every rank in its own session: kill the whole tree, ranks first, at once
-    tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-    for p in tree:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=30)
-    proc.communicate(timeout=30)
+    kill_tree(proc)
     if not (state / "state.json").exists():
         return 0  # killed before the first checkpoint: nothing to resume from
     blocks_done = json.loads((state / "state.json").read_text())["block"]
@@ -198,11 +206,7 @@ def test_resume_repairs_a_spikes_file_broken_by_the_kill(tmp_path: Path) -> None
     for line in proc.stdout:  # type: ignore[union-attr]
         if line.strip() == "block 4 done":
             break
-    tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-    for p in tree:
-        p.send_signal(signal.SIGKILL)
-    psutil.wait_procs(tree, timeout=30)
-    proc.communicate(timeout=30)
+    kill_tree(proc)
     spikes = out / "spikes.h5"
     spikes.write_bytes(spikes.read_bytes()[:1000])  # what a kill inside HDF5's metadata flush can leave
     with pytest.raises(OSError):
