@@ -46,17 +46,27 @@ def job_info(job: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
 
+def steps_alive(job: str) -> bool:
+    """Whether a slurmstepd of this job (its batch step or a job step) still runs here."""
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return f"slurmstepd: [{job}." in ps
+
+
 def wait_job(job: str, timeout: float = 300, release_requeued: bool = False) -> dict[str, str]:
     """Poll until the job ends. A requeued job waits ~2 minutes before it is eligible again (Slurm's
-    fixed requeue delay); with release_requeued the test makes it eligible now instead."""
+    fixed requeue delay, which lets the old incarnation's step daemons finish); with release_requeued
+    the test makes it eligible as soon as they are gone, instead. Releasing it earlier makes the new
+    incarnation's steps collide with the old ones (same step ids: PMI2 and batch-step failures)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         info = job_info(job)
         state = info.get("JobState", "")
         if state in FINAL:
             return info
-        if release_requeued and state == "PENDING" and info.get("Reason") == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        if release_requeued and state == "PENDING" and info.get("Reason") == "BeginTime" and not steps_alive(job):
+            time.sleep(1)
+            if not steps_alive(job):
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
         time.sleep(0.5)
     raise AssertionError(f"job {job} did not finish in {timeout} s: {job_info(job)}")
 
