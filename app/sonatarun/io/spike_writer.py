@@ -17,6 +17,10 @@ Per block (:meth:`flush`, collective) the spikes of every rank are appended to
 
 The file is closed between blocks, so a kill between blocks leaves a valid file; the
 checkpoint state holds each population's count, and :meth:`truncate` cuts the file back.
+Appending changes HDF5 metadata (the datasets grow), so a kill inside HDF5's close could
+leave a broken file: each block is therefore appended to the file and then to a hidden
+shadow copy (``.<name>.shadow``); :meth:`truncate` repairs either from the other, and
+:meth:`close` deletes the shadow. Spikes are small next to reports: the second write is cheap.
 
 ``sorting`` is written twice on purpose: libsonata only reads an HDF5 enum (uint8,
 none=0/by_id=1/by_time=2) on the population group and fails on a string there, while
