@@ -191,8 +191,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-bmtk", action="store_true")
     ap.add_argument("--no-sonatarun", action="store_true", help="run BMTK only (its results are kept for --reuse-bmtk)")
-    ap.add_argument("--reuse-bmtk", action="store_true",
-                    help="take BMTK's numbers from an earlier run's bmtk.json in the size's directory "
+    ap.add_argument("--reuse-bmtk", default="",
+                    help="comma list of sizes whose BMTK numbers come from an earlier run's bmtk.json "
                          "instead of running BMTK again (the 10M-edge case is expensive)")
     ap.add_argument("--tstop", type=float, default=500.0)
     ap.add_argument("--generated", type=Path, default=HERE / "generated")
@@ -214,7 +214,7 @@ def main() -> None:
               flush=True)
         b = None
         saved = gdir / "bmtk.json"
-        if args.reuse_bmtk and saved.exists():
+        if size in args.reuse_bmtk.split(",") and saved.exists():
             b = Result(**json.loads(saved.read_text()))
             print(f"  bmtk (earlier run): {asdict(b)}", flush=True)
         elif not bmtk_gave_up:
