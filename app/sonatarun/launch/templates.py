@@ -33,13 +33,15 @@ _TIME = re.compile(r"(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})")
 
 
 def templates_dir() -> Path:
-    """``launchers/templates`` of this checkout, or ``$SONATARUN_TEMPLATES`` (a site's own copies)."""
+    """``$SONATARUN_TEMPLATES`` (a site's own copies), else the package's ``launch/templates`` (a link to
+    the checkout's ``launchers/templates``, copied into wheels as package data), else the checkout's."""
     override = os.environ.get("SONATARUN_TEMPLATES")
     if override:
         return Path(override)
-    import sonatarun
-
-    return Path(sonatarun.__file__).resolve().parents[2] / "launchers" / "templates"
+    packaged = Path(__file__).resolve().parent / "templates"
+    if (packaged / BODY_FILE).exists():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "launchers" / "templates"
 
 
 def parse_walltime(text: str) -> int:
