@@ -140,7 +140,8 @@ class CheckpointStore:
             shutil.rmtree(self.root)
         self.comm.barrier()
 
-    def save(self, t: float, block: int, engine, writers: list, fprint: str) -> Path:
+    def save(self, t: float, block: int, engine, writers: list, fprint: str, save_engine=None) -> Path:
+        """Write a checkpoint; `save_engine(directory) -> meta` defaults to the engine's own save_state."""
         name = f"t{t:016.6f}"
         final = self.root / name
         tmp = self.root / f"{name}.tmp-{os.getpid() if self.comm.is_root else 0}"
@@ -149,7 +150,7 @@ class CheckpointStore:
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / "engine").mkdir(parents=True)
         self.comm.barrier()
-        engine_meta = engine.save_state(tmp / "engine")
+        engine_meta = (save_engine or engine.save_state)(tmp / "engine")
         states = [w.state() for w in writers]  # writers were flushed at this block end
         self.comm.barrier()
         fsync_tree(tmp)  # each rank syncs what it wrote (and a little more: cheap)

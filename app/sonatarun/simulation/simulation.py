@@ -184,7 +184,7 @@ class Simulation:
         fprint = fingerprint(cfg.raw)
         t, block, n_spikes = settings.tstart, 0, 0
         if self.options.resume:
-            t, block = self._restore(store, engine, writers, fprint, log)
+            t, block = self._restore(store, engine, writers, [p for _, _, p in probes], fprint, log)
             policy.done(t)
         else:
             store.clear()
@@ -225,7 +225,7 @@ class Simulation:
                     for w in writers:
                         w.flush(sync=True)
                     t_ck = time.perf_counter()
-                    path = store.save(t, block, engine, writers, fprint)
+                    path = store.save(t, block, engine, writers, fprint, save_engine=self._engine_saver(engine))
                     policy.done(t)
                     phases["checkpoint"] = phases.get("checkpoint", 0.0) + time.perf_counter() - t_ck
                     log.info("checkpoint at t = %.6g ms written in %.2f s (%s)", t, time.perf_counter() - t_ck, path)
@@ -255,7 +255,7 @@ class Simulation:
                  wall, phases["build"], phases["simulate"], phases["finalize"], self.output_dir)
         return RunResult(self.output_dir, spikes_h5, total, wall, phases)
 
-    def _restore(self, store: CheckpointStore, engine, writers: list, fprint: str,
+    def _restore(self, store: CheckpointStore, engine, writers: list, probes: list, fprint: str,
                  log: logging.Logger) -> tuple[float, int]:
         directory, meta = store.latest()
         if meta.get("fingerprint") != fprint:
@@ -267,13 +267,49 @@ class Simulation:
         if len(meta.get("writers", [])) != len(writers):
             raise OutputError("the checkpoint's outputs do not match this run's (reports changed?)", file=directory,
                               fix="resume with the config that wrote it")
-        engine.restore_state(directory / "engine", meta.get("engine_meta", {}))
+        t, block = float(meta["t"]), int(meta["block"])
+        engine_meta = meta.get("engine_meta", {})
+        if engine_meta.get("replay"):
+            self._replay(engine, probes, engine_meta, t, block, directory, log)
+        else:
+            engine.restore_state(directory / "engine", engine_meta)
         for w, state in zip(writers, meta["writers"]):
             w.truncate(state)
-        t, block = float(meta["t"]), int(meta["block"])
         log.info("resumed from the checkpoint at t = %.6g ms (written by %d rank(s), now %d)", t, meta["ranks"],
                  self.comm.size)
         return t, block
+
+    def _engine_saver(self, engine):
+        """Native state save when the engine has one; else a replay record (see `_replay`)."""
+        if getattr(engine, "supports_checkpoints", True):
+            return None
+        settings = self.settings()
+        return lambda directory: {"replay": True, "threads": settings.threads, "seed": settings.seed,
+                                  "ranks": self.comm.size}
+
+    def _replay(self, engine, probes: list, meta: dict[str, Any], t: float, block: int, directory: Path,
+                log: logging.Logger) -> None:
+        """Resume an engine that cannot save its state (NEST) by simulating again up to `t`.
+
+        The simulation is deterministic for the same seed, thread and rank count, and the
+        replay advances through the same block ends, so the state at `t` is the state the
+        interrupted run had; nothing is written while replaying. Anything that would make
+        the replay differ is refused rather than allowed to diverge silently.
+        """
+        settings = self.settings()
+        now = {"threads": settings.threads, "seed": settings.seed, "ranks": self.comm.size}
+        for key, value in now.items():
+            if meta.get(key) != value:
+                raise OutputError(f"the checkpoint was written with {key} = {meta.get(key)}, this run has {value}; "
+                                  f"the {engine.name} engine resumes by replaying, which is exact only for the "
+                                  f"same {key}", file=directory, fix=f"resume with the same {key}")
+        log.info("the %s engine cannot save its state: replaying 0..%.6g ms (deterministic: same seed, threads "
+                 "and ranks) before resuming; outputs are not rewritten", engine.name, t)
+        for k in range(block):
+            engine.advance(min(settings.tstart + (k + 1) * settings.block_ms, settings.tstop))
+            engine.drain_spikes()
+            for probe in probes:
+                probe.drain()
 
     def _report_writers(self, probes) -> list[dict[str, Any]]:
         if not probes:
