@@ -10,7 +10,7 @@ from sonatarun.launch.plan import make_plan
 from sonatarun.launch.scheduler import Allocation, detect_scheduler
 from sonatarun.launch.topology import detect_topology
 from tests.conftest import EXAMPLES, mpiexec, run_sonatarun
-from tests.launch.spikes import read_spikes
+from tests.launch.helpers import read_spikes
 from tests.launch.test_topology import fake_node
 
 RING = EXAMPLES / "ring_intfire" / "config.simulation.json"

@@ -2,19 +2,16 @@
 mid-run checkpoints, requeues itself, resumes and ends with the uninterrupted run's spikes."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
 from tests.conftest import EXAMPLES, need, run_sonatarun
-from tests.launch.spikes import read_spikes
+from tests.launch.helpers import long_ring, read_spikes
 
 pytestmark = pytest.mark.slurm
 RING = EXAMPLES / "ring_intfire"
@@ -90,31 +87,6 @@ def test_submit_runs_under_srun_with_the_local_spikes(slurm, tmp_path):
     run_sonatarun("run", str(config), "--output-dir", str(tmp_path / "local"))
     assert read_spikes(tmp_path / "slurm") == read_spikes(tmp_path / "local")
     assert len(read_spikes(tmp_path / "local")) > 100
-
-
-def long_ring(dst: Path, tstop: float) -> Path:
-    """The ring example with inputs over `tstop` ms, so a signal lands mid-run (about 10 s of wall time
-    on 2 ranks for 60 s here); the same 6 Hz Poisson inputs, drawn with a fixed seed."""
-    shutil.copytree(RING, dst, ignore=shutil.ignore_patterns("output*"))
-    cfg = dst / "config.simulation.json"
-    conf = json.loads(cfg.read_text())
-    conf["run"]["tstop"] = tstop
-    cfg.write_text(json.dumps(conf, indent=1))
-    rng = np.random.default_rng(7)
-    times, ids = [], []
-    for node in range(12):
-        t = np.cumsum(rng.exponential(1000 / 6.0, size=int(tstop / 1000 * 6 * 1.5) + 20))
-        t = t[t < tstop]
-        times.append(t)
-        ids.append(np.full(len(t), node, dtype=np.uint64))
-    t, n = np.concatenate(times), np.concatenate(ids)
-    order = np.argsort(t, kind="stable")
-    with h5py.File(dst / "inputs" / "input_spikes.h5", "w") as f:
-        g = f.create_group("spikes/input")
-        g.attrs["sorting"] = "by_time"
-        g.create_dataset("timestamps", data=t[order]).attrs["units"] = "ms"
-        g.create_dataset("node_ids", data=n[order])
-    return cfg
 
 
 def test_preempted_job_checkpoints_requeues_and_finishes(slurm, tmp_path):
