@@ -48,31 +48,6 @@ def alltoallv(comm: Comm, parts: list[np.ndarray], dtype: np.dtype) -> list[np.n
     return [rbuf[rdispl[s]: rdispl[s] + rcounts[s]].view(dtype) for s in range(size)]
 
 
-def alltoallv_slices(comm: Comm, sbuf: np.ndarray, scounts: list[int], sdispls: list[int]) -> list[np.ndarray]:
-    """Like :func:`alltoallv` for pieces that are already slices of one contiguous buffer.
-
-    Sends straight from ``sbuf`` (no packing copy); counts and displacements are in elements.
-    The piece for our own rank is normally given a count of 0 and copied locally instead.
-    """
-    dtype = sbuf.dtype
-    if not _multi_rank(comm):
-        return [sbuf[sdispls[0]: sdispls[0] + scounts[0]]]
-    from mpi4py import MPI
-
-    mpi = comm.mpi
-    size = comm.size
-    item = dtype.itemsize
-    raw = sbuf.reshape(-1).view(np.uint8)
-    sc = np.asarray(scounts, dtype=np.int64) * item
-    sd = np.asarray(sdispls, dtype=np.int64) * item
-    rc = np.empty(size, dtype=np.int64)
-    mpi.Alltoall(sc, rc)
-    rd = np.concatenate(([0], np.cumsum(rc)[:-1])).astype(np.int64)
-    rbuf = np.empty(int(rc.sum()), dtype=np.uint8)
-    mpi.Alltoallv([raw, (sc, sd), MPI.BYTE], [rbuf, (rc, rd), MPI.BYTE])
-    return [rbuf[rd[s]: rd[s] + rc[s]].view(dtype) for s in range(size)]
-
-
 def allgather_array(comm: Comm, arr: np.ndarray) -> list[np.ndarray]:
     """Every rank's ``arr`` (1-D), by rank: used once at open for the small cell maps."""
     arr = np.ascontiguousarray(arr)

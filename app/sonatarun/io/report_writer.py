@@ -8,8 +8,9 @@ libsonata spell it differently; a link costs no bytes).
 Columns follow global node-id order, whichever rank owns a cell. A block is moved in time
 slices: the rows of a slice are split among the *writer ranks* (every rank on the parallel
 path, rank 0 on the serial path), each writer receives every rank's columns for its rows
-in one all-to-all, places them in global column order and writes one contiguous row range
-of the file. Per-writer memory is bounded by ``max_chunk_bytes`` whatever the block size,
+straight into their global positions (point-to-point with one MPI datatype per source, so
+MPI's copy is the placement), places its own columns with numpy and writes one contiguous
+row range of the file. Per-writer memory is bounded by ``max_chunk_bytes`` whatever the block size,
 and nothing ever holds more than one slice of the run.
 
 The file is created at the first write and closed at every :meth:`flush`, so between
@@ -40,6 +41,7 @@ def n_times_of(tstart: float, tstop: float, dt: float) -> int:
     return int(round((tstop - tstart) / dt))
 
 
+_TAG = 0x5A7A  # report block messages (point-to-point, matched in order per pair)
 MAX_RUNS = 512  # beyond this many column runs, one numpy gather beats a loop of slice copies
 
 
@@ -57,6 +59,8 @@ class _Placement:
         starts = np.concatenate(([0], breaks)).astype(np.int64) if len(c) else breaks
         lengths = np.diff(np.concatenate((starts, [len(c)]))) if len(c) else breaks
         self.identity = len(c) == self.n_elements and len(starts) == 1 and (len(c) == 0 or c[0] == 0)
+        self.run_dst = c[starts].astype(np.int64) if len(c) else np.zeros(0, np.int64)
+        self.run_lengths = np.asarray(lengths, dtype=np.int64)
         self.runs = [(int(a), int(c[a]), int(m)) for a, m in zip(starts, lengths)] \
             if len(starts) <= MAX_RUNS else None
 
@@ -112,6 +116,7 @@ class CompartmentReportWriter:
         self._created = False
         self._file: h5py.File | None = None
         self._out: np.ndarray | None = None
+        self._recv_types: dict = {}
 
     # ---------------------------------------------------------------- layout
     def _plan_layout(self) -> _Layout:
@@ -234,47 +239,66 @@ class CompartmentReportWriter:
     def _exchange_and_write(self, data: np.ndarray, r0: int, r1: int) -> None:
         """Move rows [r0, r1) of this block to the writers and write them (collective).
 
-        Each writer receives every rank's columns for its share of the rows, straight from
-        the caller's array (no packing copy); its own part never goes through MPI. Columns
-        land in global order by whole-range slice copies (or one gather when a rank's
-        columns are too fragmented), and a writer whose rows are already in global order
-        (one rank, or cells in node order) writes the caller's array as is.
+        Each rank sends each writer its share of the rows straight from the caller's array
+        (no packing copy). The writer receives every other rank's columns straight into
+        their global positions (an MPI datatype per source describes where its columns go,
+        so MPI's own copy does the placement), places its own columns with numpy, and writes
+        one contiguous row range. A writer whose rows are already in global order (one rank,
+        or all cells its own and in node order) writes the caller's array as is.
         """
         rank = self.comm.rank
         n = r1 - r0
         n_w = len(self._writers)
         bounds = [r0 + (n * k) // n_w for k in range(n_w + 1)]
-        width = self.n_local_cols
-        scounts = [0] * self.comm.size
-        sdispls = [0] * self.comm.size
-        for k, w in enumerate(self._writers):
-            sdispls[w] = bounds[k] * width
-            scounts[w] = 0 if w == rank else (bounds[k + 1] - bounds[k]) * width
-        received = exchange.alltoallv_slices(self.comm, data.reshape(-1), scounts, sdispls) \
-            if self.comm.size > 1 else None
+        mpi = self.comm.mpi if self.comm.size > 1 else None
+        reqs = []
+        out = None
+        in_place = False
+        is_writer = rank in self._writers
+        if is_writer:
+            k = self._writers.index(rank)
+            rows = bounds[k + 1] - bounds[k]
+            own = self._layout.placements[rank]
+            remote = [s for s, p in enumerate(self._layout.placements) if s != rank and p.n_cols and rows]
+            in_place = not remote and own.identity
+            if in_place:
+                out = data[bounds[k]:bounds[k + 1]]
+            else:
+                out = self._buffer(rows)
+                for src in remote:
+                    reqs.append(mpi.Irecv([out, rows, self._recv_type(src)], source=src, tag=_TAG))
+        if mpi is not None and self.n_local_cols:
+            from mpi4py import MPI
+
+            for kk, w in enumerate(self._writers):
+                if w != rank and bounds[kk + 1] > bounds[kk]:
+                    reqs.append(mpi.Isend([data[bounds[kk]:bounds[kk + 1]], MPI.FLOAT], dest=w, tag=_TAG))
+        if is_writer and not in_place and own.n_cols and rows:
+            own.scatter(data[bounds[k]:bounds[k + 1]], out)
+        if reqs:
+            from mpi4py import MPI
+
+            MPI.Request.Waitall(reqs)
         ds = self._file[f"report/{self.population}/data"] if self._file is not None else None
         collective = self.io_path == PARALLEL
-        if rank not in self._writers:
-            if collective:
-                write_rows(ds, 0, np.zeros((0, self.n_elements), DATA_DTYPE), collective)
-            return
-        k = self._writers.index(rank)
-        rows = bounds[k + 1] - bounds[k]
-        blocks = []
-        for src, place in enumerate(self._layout.placements):
-            if place.n_cols == 0:
-                continue
-            if src == rank:
-                blocks.append((data[bounds[k]:bounds[k + 1]], place))
-            else:
-                blocks.append((received[src].reshape(rows, place.n_cols), place))
-        if len(blocks) == 1 and blocks[0][1].identity:
-            out = blocks[0][0]
-        else:
-            out = self._buffer(rows)
-            for block, place in blocks:
-                place.scatter(block, out)
-        write_rows(ds, self._rows + bounds[k], out, collective)
+        if is_writer:
+            write_rows(ds, self._rows + bounds[k], out, collective)
+        elif collective:
+            write_rows(ds, 0, np.zeros((0, self.n_elements), DATA_DTYPE), collective)
+
+    def _recv_type(self, src: int):
+        """MPI datatype that lays one row of ``src``'s columns at their global positions (cached)."""
+        t = self._recv_types.get(src)
+        if t is None:
+            from mpi4py import MPI
+
+            place = self._layout.placements[src]
+            base = MPI.FLOAT.Create_indexed(place.run_lengths.tolist(), place.run_dst.tolist())
+            t = base.Create_resized(0, self.n_elements * DATA_DTYPE.itemsize)
+            t.Commit()
+            base.Free()
+            self._recv_types[src] = t
+        return t
 
     def _buffer(self, rows: int) -> np.ndarray:
         """A reused assembly buffer: no fresh pages to fault in at every block."""
@@ -332,3 +356,6 @@ class CompartmentReportWriter:
             self._open()
         self.flush(sync=False)
         self._out = None
+        for t in self._recv_types.values():
+            t.Free()
+        self._recv_types = {}
