@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,6 +149,28 @@ def find_mpiexec() -> str:
     return str(exe) if exe.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
+def choose_srun_mpi(reasons: list[str]) -> str:
+    """The PMI plugin srun should use: pmi2 for MPICH-ABI libraries (what the mpich wheel and
+    Cray/Intel MPI speak), pmix for Open MPI (libmpi.so.40), among what this Slurm offers."""
+    try:
+        out = subprocess.run(["srun", "--mpi=list"], capture_output=True, text=True, timeout=20)
+        text = out.stdout + out.stderr
+        words = set(text.split())
+        offered = {w for w in words if w in ("pmi2", "pmix", "cray_shasta")}
+        offered |= {"pmix" for w in words if w.startswith("pmix_")}
+    except (OSError, subprocess.TimeoutExpired):
+        offered = set()
+    from sonatarun.mpi import find_libmpi
+
+    lib = find_libmpi() or ""
+    want = "pmix" if ("openmpi" in lib.lower() or ".so.40" in lib) else SRUN_MPI_DEFAULT
+    if offered and want not in offered:
+        want = "pmix" if "pmix" in offered else ("pmi2" if "pmi2" in offered else want)
+    reasons.append(f"srun --mpi={want} ({'offered by this Slurm: ' + ', '.join(sorted(offered)) if offered else 'srun --mpi=list gave nothing'}; "
+                   "override with SONATARUN_SRUN_MPI)")
+    return want
+
+
 def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, threads: int | None,
             nest_mpi: bool, reasons: list[str]) -> tuple[int, int, int]:
     """(nodes, ranks_per_node, threads_per_rank)."""
@@ -265,7 +288,8 @@ def make_plan(config: str | Path, *, np: int | None = None, threads: int | None 
         run_cmd += ["--threads", str(tpr)]
     run_cmd += list(extra)
 
-    srun_mpi = srun_mpi or environ.get("SONATARUN_SRUN_MPI") or SRUN_MPI_DEFAULT
+    if launcher == "srun":
+        srun_mpi = srun_mpi or environ.get("SONATARUN_SRUN_MPI") or choose_srun_mpi(reasons)
     if launcher == "srun":
         launch_cmd = ["srun", f"--mpi={srun_mpi}", f"--ntasks={ranks}", f"--nodes={nodes}",
                       f"--cpus-per-task={tpr}", "--kill-on-bad-exit=1"]
