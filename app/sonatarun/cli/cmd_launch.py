@@ -16,7 +16,7 @@ FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, sign
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("launch", help="run a config in parallel with the plan that fits this machine/allocation",
+    p = sub.add_parser("launch", usage="sonatarun launch CONFIG [--np N] [--threads T] [--container IMAGE] [--dry-run] [-- run args]",  help="run a config in parallel with the plan that fits this machine/allocation",
                        description="Detect, plan (see `sonatarun plan`), and start `sonatarun run` under srun or "
                                    "mpiexec, optionally in a container. Arguments after -- go to `sonatarun run`.")
     p.add_argument("--dry-run", action="store_true", help="print the command and environment, run nothing")

@@ -8,7 +8,7 @@ from sonatarun.launch.cliargs import add_common, split_run_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="show how `launch` would run a config here (ranks, threads, command)",
+    p = sub.add_parser("plan", usage="sonatarun plan CONFIG [--json] [--np N] [--threads T] [--container IMAGE] [-- run args]",  help="show how `launch` would run a config here (ranks, threads, command)",
                        description="Detect the scheduler, topology and container runtime, and show the run plan: "
                                    "ranks per node x threads per rank and why, the launcher, the environment and "
                                    "the exact command.")

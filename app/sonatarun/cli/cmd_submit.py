@@ -11,7 +11,8 @@ from sonatarun.launch.templates import TEMPLATE_FILES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="write a batch script for Slurm/PBS/LSF/SGE and submit it",
+    p = sub.add_parser("submit", usage="sonatarun submit CONFIG --nodes N --time HH:MM:SS [--partition P] [--account A] "
+                                             "[--scheduler slurm|pbs|lsf|sge] [--container IMAGE] [--dry-run] [options] [-- run args]",  help="write a batch script for Slurm/PBS/LSF/SGE and submit it",
                        description="Render a batch script from launchers/templates/ (resources from the plan, "
                                    "a checkpoint signal before the walltime, requeue and resume), write it next "
                                    "to the output directory and submit it. Arguments after -- go to "
