@@ -112,16 +112,21 @@ def _first_divergence(e_ids, e_ts, a_ids, a_ts) -> str:
     return f"first spike only in expected: {only_e}, first only in actual: {only_a}"
 
 
-def run_bmtk(config_path: Path | str, workdir: Path | str, np: int | None = None, timeout: float = 600) -> Spikes:
+def run_bmtk(config_path: Path | str, workdir: Path | str, np: int | None = None, timeout: float = 600,
+             verbatim_templates: tuple[str, ...] = ()) -> Spikes:
     """Run ``config_path`` with BMTK BioNet, serially or under ``mpiexec -n np``; return its spikes.
 
     BioNet deletes and recreates its output directory, so the run writes to
     ``workdir/bmtk_output`` (never to the config's ``output_dir``) and runs with cwd ``workdir``.
+    ``verbatim_templates`` (e.g. ``("IntFire2", "IntFire4")``) registers, for ``nrn:<name>``, the
+    loader a BMTK user has to write for artificial cells BioNet does not know: create the
+    mechanism and set every dynamics_params key on it as given (the semantics sonatarun uses).
     """
     workdir = Path(workdir).resolve()
     out_dir = workdir / "bmtk_output"
     mech = bmtk_mechanisms()
-    cmd = [sys.executable, str(Path(__file__).resolve()), str(Path(config_path).resolve()), str(out_dir), str(mech)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), str(Path(config_path).resolve()), str(out_dir), str(mech),
+           ",".join(verbatim_templates)]
     env = dict(os.environ, NEURON_MODULE_OPTIONS="-nogui", PYTHONUNBUFFERED="1")
     if np:
         mpiexec = _venv_bin() / "mpiexec"
@@ -153,7 +158,22 @@ def _promote_libmpi() -> None:
             return
 
 
-def _child(config_path: str, out_dir: str, mechanisms_dir: str) -> None:
+def _register_verbatim(names: list[str]) -> None:
+    from bmtk.simulator.bionet.pyfunction_cache import add_cell_model
+    from neuron import h
+
+    def load(cell, template_name, dynamics_params):
+        hobj = getattr(h, template_name)()
+        for key, value in (dynamics_params or {}).items():
+            setattr(hobj, key, value)
+        return hobj
+
+    for name in names:
+        for model_type in ("point_process", "point_neuron"):
+            add_cell_model(load, f"nrn:{name}", model_type, overwrite=True)
+
+
+def _child(config_path: str, out_dir: str, mechanisms_dir: str, verbatim: str = "") -> None:
     """Subprocess body: one BioNet run with outputs redirected to ``out_dir``."""
     if any(int(os.environ.get(k, "1")) > 1 for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
         # mpi4py first, then NEURON joins the same MPI (BMTK gathers spikes through mpi4py)
@@ -165,6 +185,8 @@ def _child(config_path: str, out_dir: str, mechanisms_dir: str) -> None:
         h.nrnmpi_init()
     from bmtk.simulator import bionet
 
+    if verbatim:
+        _register_verbatim(verbatim.split(","))
     conf = bionet.Config.from_json(config_path, validate=True)
     conf.mechanisms_dir = mechanisms_dir
     out = conf.output
@@ -183,4 +205,4 @@ def _child(config_path: str, out_dir: str, mechanisms_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:4])
+    _child(*sys.argv[1:5])

@@ -134,3 +134,81 @@ def test_format_variants_match_bmtk(tmp_path):
     assert sum(spike_counts(expected).values()) > 100, spike_counts(expected)
     actual = _sonatarun_spikes(cfg_path, tmp_path / "out", None)
     _assert_parity(expected, actual, "sonatarun (format variants)")
+
+
+def _build_artificial(base: Path, seed: int = 99) -> Path:
+    """IntFire2, IntFire4 and IntFire1 (point_neuron) cells in one population, driven by a virtual one.
+
+    Recurrent excitation (nsyns column, sign +1), inhibition from the IntFire4 cells (nsyns
+    column, sign -1: negative NetCon weights, IntFire4's inhibitory path). Weights stay small:
+    IntFire2/4 have no refractory period, and strong recurrent excitation explodes the event count.
+    """
+    from bmtk.builder import NetworkBuilder
+
+    ring = _load_builder("ring_intfire")
+    base = Path(base)
+    net = base / "network"
+    net.mkdir(parents=True, exist_ok=True)
+    ring.write_components(base)
+    pn = base / "components" / "point_neuron_models"
+    (pn / "IntFire2.json").write_text(json.dumps({"taum": 8.0, "taus": 15.0, "ib": 0.6}))
+    (pn / "IntFire4.json").write_text(json.dumps({"taue": 3.0, "taui1": 6.0, "taui2": 12.0, "taum": 25.0}))
+
+    art = NetworkBuilder("art")
+    art.add_nodes(N=12, pop_name="if2", model_type="point_process", model_template="nrn:IntFire2",
+                  dynamics_params="IntFire2.json")
+    art.add_nodes(N=12, pop_name="if4", model_type="point_process", model_template="nrn:IntFire4",
+                  dynamics_params="IntFire4.json")
+    art.add_nodes(N=6, pop_name="if1", model_type="point_neuron", model_template="nrn:IntFire1",
+                  dynamics_params="IntFire1_slow.json")
+    drive = NetworkBuilder("drive")
+    drive.add_nodes(N=10, pop_name="poisson", model_type="virtual")
+
+    def rule(p, salt):
+        def connect(source, target):
+            if source.node_id == target.node_id:
+                return 0
+            r = ring.edge_rng(seed + salt, source.node_id, target.node_id)
+            return int(r.integers(1, 3)) if r.uniform() < p else 0
+        return connect
+
+    art.add_edges(source=art.nodes(), target=art.nodes(), connection_rule=rule(0.15, 1), syn_weight=0.08,
+                  delay=1.37, dynamics_params="instantaneousExc.json")
+    art.add_edges(source={"pop_name": "if4"}, target=art.nodes(), connection_rule=rule(0.2, 2), syn_weight=0.3,
+                  delay=0.93, dynamics_params="instantaneousInh.json")
+    drive.add_edges(source=drive.nodes(), target=art.nodes(), connection_rule=rule(0.4, 3), syn_weight=0.5,
+                    delay=1.11, dynamics_params="instantaneousExc.json")
+    for builder in (art, drive):
+        builder.build()
+        builder.save(output_dir=str(net))
+    ids, ts = ring.poisson_trains(10, 20.0, 500.0, seed)
+    ring.write_spike_inputs(base / "inputs" / "drive.h5", base / "inputs" / "drive.csv", "drive", ids, ts)
+
+    cfg = ring.config_dict("sonata")
+    cfg["run"]["tstop"] = 500.0
+    cfg["inputs"] = {"drive": {"input_type": "spikes", "module": "sonata", "input_file": "$INPUT_DIR/drive.h5",
+                               "node_set": "drive"}}
+    cfg["node_sets"] = {}
+    cfg["networks"] = {
+        "nodes": [{"nodes_file": f"$NETWORK_DIR/{p}_nodes.h5", "node_types_file": f"$NETWORK_DIR/{p}_node_types.csv"}
+                  for p in ("art", "drive")],
+        "edges": [{"edges_file": f"$NETWORK_DIR/{p}_art_edges.h5",
+                   "edge_types_file": f"$NETWORK_DIR/{p}_art_edge_types.csv"} for p in ("art", "drive")],
+    }
+    (base / "config.simulation.json").write_text(json.dumps(cfg, indent=2))
+    return base
+
+
+@pytest.mark.parametrize("np", [None, 2], ids=["1rank", "2ranks"])
+def test_intfire2_intfire4_match_bmtk(tmp_path, np):
+    """BioNet knows only nrn:IntFire1; for IntFire2/IntFire4 a BMTK user registers a loader. The
+    reference registers the obvious one (every dynamics_params key set verbatim, NEURON units),
+    which is the rule sonatarun applies to any nrn:<ArtificialCell> other than IntFire1."""
+    _need_bmtk()
+    base = _build_artificial(tmp_path / "artificial")
+    expected = run_bmtk(base / "config.simulation.json", base, verbatim_templates=("IntFire2", "IntFire4"),
+                        timeout=300)
+    ids = expected["art"][0]
+    assert min((ids < 12).sum(), ((ids >= 12) & (ids < 24)).sum(), (ids >= 24).sum()) > 20, spike_counts(expected)
+    actual = _sonatarun_spikes(base / "config.simulation.json", tmp_path / "out", np)
+    _assert_parity(expected, actual, f"sonatarun (IntFire2/4, {np or 1} rank(s))")
