@@ -53,9 +53,16 @@ def main() -> None:
     ap.add_argument("--state-dir", type=Path, help="write writer states after each block (checkpoint)")
     ap.add_argument("--resume", action="store_true", help="resume from the state in --state-dir")
     ap.add_argument("--elements-scale", type=int, default=1, help="multiply columns per cell")
+    ap.add_argument("--max-chunk-bytes", type=int, default=64 << 20,
+                    help="writer memory bound: small values force several slices per block")
+    ap.add_argument("--max-runs", type=int, help="force the gather placement beyond this many column runs")
     args = ap.parse_args()
     comm = world()
     rank, size = comm.rank, comm.size
+    if args.max_runs is not None:
+        import sonatarun.io.report_writer as rw
+
+        rw.MAX_RUNS = args.max_runs
     out = args.out
     spikes = SpikeWriter(out / "spikes.h5", comm, list(POPS), args.sort, csv_path=out / "spikes.csv")
 
@@ -65,7 +72,8 @@ def main() -> None:
     eids = np.concatenate([np.arange(c) for c in counts]) if len(mine) else np.zeros(0)
     epos = np.concatenate([(np.arange(c) + 0.5) / c for c in counts]) if len(mine) else np.zeros(0)
     report = CompartmentReportWriter(out / "v_report.h5", comm, "cortex", np.array(mine, dtype=np.uint64),
-                                     counts, eids, epos, TSTART, TSTOP, DT, "v", "mV")
+                                     counts, eids, epos, TSTART, TSTOP, DT, "v", "mV",
+                                     max_chunk_bytes=args.max_chunk_bytes)
 
     n_blocks = int(round((TSTOP - TSTART) / BLOCK))
     first = 0
