@@ -64,7 +64,8 @@ class Result:
 
 def _timed(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[int, float, float, str]:
     """Run under /usr/bin/time -v; return (exit code, wall s, peak RSS MB, stderr tail incl. CPU times)."""
-    full = [TIME_BIN, "-v", *cmd] if os.path.exists(TIME_BIN) else cmd
+    timing = log.with_suffix(".time")
+    full = [TIME_BIN, "-v", "-o", str(timing), *cmd] if os.path.exists(TIME_BIN) else cmd
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYNEST_QUIET="1")
     t0 = time.perf_counter()
     with open(log, "w") as out:
@@ -74,9 +75,11 @@ def _timed(cmd: list[str], cwd: Path, timeout: float, log: Path) -> tuple[int, f
         except subprocess.TimeoutExpired:
             return -9, time.perf_counter() - t0, float("nan"), "timeout"
     wall = time.perf_counter() - t0
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    log.with_suffix(".stderr").write_text(proc.stderr)
+    stats = timing.read_text() if timing.exists() else ""
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stats)
     rss = int(m.group(1)) / 1024.0 if m else float("nan")
-    return proc.returncode, wall, rss, proc.stderr[-3000:]
+    return proc.returncode, wall, rss, proc.stderr[-1500:] + "\n" + stats
 
 
 def _cpu(stderr: str) -> float:

@@ -213,3 +213,20 @@ def test_nest_under_mpiexec_fails_before_writing_anything(tmp_copy):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--threads" in proc.stderr and "FATAL" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_spikes_recorded_beyond_65534_cells_per_thread(threads):
+    """NEST's compact recorder synapse cannot address a target past thread-local index 65534;
+    with 70k cells (one thread) or 2 x 70k (two threads) every cell's spikes must still arrive.
+    ~1-2 GB of NEST memory, a few seconds."""
+    n = 70_000 * threads
+    eng = _engine(tstop=20.0, threads=threads)
+    drive = {"C_m": 250.0, "tau_m": 10.0, "t_ref": 2.0, "E_L": -70.0, "V_m": -56.0, "V_th": -55.0,
+             "V_reset": -70.0, "I_e": 400.0}
+    eng.build_cells([_cells("big", 1, "nest:iaf_psc_delta", np.arange(n), drive)])
+    eng.build_connections([])
+    eng.prepare()
+    gids, times = _run(eng, 20.0, 20.0)
+    assert len(np.unique(gids)) == n and gids.max() == n - 1

@@ -16,7 +16,7 @@ import numpy as np
 
 from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, Engine, Probe, ProbeSpec,
                                     RunSettings, SpikeTrains)
-from sonatarun.engines.nest import build, kernel
+from sonatarun.engines.nest import build, kernel, recorders
 from sonatarun.engines.nest.models import resolve_model
 from sonatarun.engines.nest.recorders import MultimeterProbe, SpikeRecorder
 from sonatarun.engines.registry import register
@@ -53,6 +53,7 @@ class NestEngine(Engine):
         self._played: dict[int, np.ndarray] = {}       # nest id -> spike times given so far
         self._recordables: list[tuple[int, int, set[str]]] = []  # (first id, last id, recordables)
         self._recorder: SpikeRecorder | None = None
+        self._recorder_connected = False
         self._probes: list[MultimeterProbe] = []
         self._stimuli: list = []
         self._connected = False
@@ -110,6 +111,14 @@ class NestEngine(Engine):
 
     # -- model ---------------------------------------------------------------
     def build_cells(self, batches: list[CellBatch]) -> None:
+        n_nodes = sum(len(b) for b in batches)
+        if self._recorder is None and int(self.settings.threads or 1) == 1 and \
+                n_nodes >= recorders.HPC_MAX_LOCAL_INDEX:
+            # Large single-thread network: the recorder goes first so the cheap synapse can
+            # address it (see recorders.py); one thread updates and delivers in the same order
+            # whatever the absolute node ids, so spikes stay BMTK's. With several threads the
+            # node ids decide the thread of each neuron: keep BMTK's ids there.
+            self._recorder = SpikeRecorder(self.nest, self.gid_map, local_index=0)
         for batch in build.order_cell_batches(batches):
             if len(batch) == 0:
                 continue
@@ -122,6 +131,17 @@ class NestEngine(Engine):
             self._neurons.append(nodes)
             self._recordables.append((int(ids[0]), int(ids[-1]), set(nodes[0].get("recordables"))))
             self.stats["cells"] += len(batch)
+
+    def _connect_recorder(self) -> None:
+        if self._recorder is None:
+            threads = max(1, int(self.settings.threads or 1))
+            neurons = self.stats["cells"]
+            devices = int(self.nest.GetKernelStatus("network_size")) - neurons
+            local_index = -(-neurons // threads) + devices + 1
+            self._recorder = SpikeRecorder(self.nest, self.gid_map, local_index=local_index)
+        if not self._recorder_connected:
+            self._recorder.connect(self._neurons)
+            self._recorder_connected = True
 
     def _create_generators(self) -> None:
         """Spike generators for virtual cells, after the recurrent edges (BMTK's order)."""
@@ -151,7 +171,7 @@ class NestEngine(Engine):
         self._connected = True
         # Connecting every neuron to the spike recorder is a sizeable part of NEST's build
         # (seconds at 100k cells), so it happens here, with the rest of the model build.
-        self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
+        self._connect_recorder()
 
     def add_stimulus(self, stimulus: Any) -> None:
         if not self._connected:
@@ -184,8 +204,7 @@ class NestEngine(Engine):
         if not self._connected:
             self._create_generators()
             self._connected = True
-        if self._recorder is None:
-            self._recorder = SpikeRecorder(self.nest, self._neurons, self.gid_map)
+        self._connect_recorder()
         for probe in self._probes:
             probe.capture_initial()
 

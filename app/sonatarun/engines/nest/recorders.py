@@ -27,20 +27,28 @@ VARIABLE_ALIASES = {"v": "V_m", "V": "V_m", "vm": "V_m"}
 # NEST stores each neuron's connections to devices in a block of 1024 connections, so
 # the first connection of every neuron to the spike recorder costs 1024 x the synapse size:
 # 33 kB per neuron with static_synapse (3.3 GB at 100k cells, what BMTK pays), 15 kB with
-# static_synapse_hpc, which records the same events.
+# static_synapse_hpc, which records the same events. HPC synapses address their target by
+# its thread-local index, which must stay below 65534: true when the recorder is created
+# after fewer than that many nodes per thread, or before all the neurons.
 RECORDER_SYNAPSE = "static_synapse_hpc"
+HPC_MAX_LOCAL_INDEX = 65000
 
 
 class SpikeRecorder:
     """One spike_recorder on every non-virtual node."""
 
-    def __init__(self, nest, nodes: list, gid_map: GidMap) -> None:
+    def __init__(self, nest, gid_map: GidMap, local_index: int) -> None:
+        """`local_index`: an upper bound of the recorder's thread-local index (neurons per thread
+        created before it, plus every device created before it: devices exist on every thread)."""
         self._nest = nest
         self._gid_map = gid_map
         self.device = nest.Create("spike_recorder", params={"record_to": "memory"})
-        syn = {"synapse_model": RECORDER_SYNAPSE} if RECORDER_SYNAPSE in nest.synapse_models else None
+        self.synapse = RECORDER_SYNAPSE if (RECORDER_SYNAPSE in nest.synapse_models
+                                            and local_index < HPC_MAX_LOCAL_INDEX) else "static_synapse"
+
+    def connect(self, nodes: list) -> None:
         for collection in nodes:
-            nest.Connect(collection, self.device, syn_spec=syn)
+            self._nest.Connect(collection, self.device, syn_spec={"synapse_model": self.synapse})
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         ev = self.device.get("events")
