@@ -73,6 +73,7 @@ class SectionShape:
     parent_x: float
     child_x: float
     points: np.ndarray  # (n, 4): x, y, z, diam
+    vectors: Any = field(default=None, repr=False)
 
 
 @dataclass
@@ -144,8 +145,10 @@ class MorphologyTemplate:
                 continue
             sec = h.Section(name=f"{shape.type}[{shape.index}]", cell=owner)
             if len(shape.points):
-                p = shape.points
-                h.pt3dadd(h.Vector(p[:, 0]), h.Vector(p[:, 1]), h.Vector(p[:, 2]), h.Vector(p[:, 3]), sec=sec)
+                if shape.vectors is None:  # hoc Vectors made once per file, reused for every cell
+                    p = shape.points
+                    shape.vectors = (h.Vector(p[:, 0]), h.Vector(p[:, 1]), h.Vector(p[:, 2]), h.Vector(p[:, 3]))
+                h.pt3dadd(*shape.vectors, sec=sec)
             if shape.parent >= 0 and shape.parent in mapping:
                 sec.connect(mapping[shape.parent](shape.parent_x), shape.child_x)
             mapping[i] = sec
