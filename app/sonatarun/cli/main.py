@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sonatarun: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sonatarun plan --json | head`
+        sys.stderr.close()
+        return 0
     return int(code or 0)
 
 
