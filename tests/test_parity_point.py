@@ -26,6 +26,8 @@ import pytest
 from tests.bmtk_support import compare_spikes, read_spikes, run_bmtk, spike_counts
 from tests.conftest import EXAMPLES, need, run_sonatarun
 
+pytestmark = pytest.mark.bmtk
+
 
 def _load_builder(example: str):
     path = EXAMPLES / example / "build_network.py"
@@ -67,7 +69,7 @@ def _assert_parity(expected: dict, actual: dict, what: str) -> None:
     assert not problems, f"{what} differs from BMTK:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("np", [None, 2], ids=["1rank", "2ranks"])
+@pytest.mark.parametrize("np", [None, pytest.param(2, marks=pytest.mark.mpi)], ids=["1rank", "2ranks"])
 @pytest.mark.parametrize("example", ["ring_intfire", "mixed_populations"])
 def test_spikes_match_bmtk(reference, example, np, tmp_path):
     base, expected = reference(example)
@@ -199,7 +201,7 @@ def _build_artificial(base: Path, seed: int = 99) -> Path:
     return base
 
 
-@pytest.mark.parametrize("np", [None, 2], ids=["1rank", "2ranks"])
+@pytest.mark.parametrize("np", [None, pytest.param(2, marks=pytest.mark.mpi)], ids=["1rank", "2ranks"])
 def test_intfire2_intfire4_match_bmtk(tmp_path, np):
     """BioNet knows only nrn:IntFire1; for IntFire2/IntFire4 a BMTK user registers a loader. The
     reference registers the obvious one (every dynamics_params key set verbatim, NEURON units),
