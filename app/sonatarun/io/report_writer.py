@@ -110,7 +110,7 @@ class CompartmentReportWriter:
                              f"({len(self._element_pos)}) disagree")
         self.n_local_cols = n_local
         self._writers = list(range(comm.size)) if self.io_path == PARALLEL else [0]
-        self._row_budget = max(1, int(max_chunk_bytes) // (DATA_DTYPE.itemsize * 1))
+        self._budget_values = max(1, int(max_chunk_bytes) // DATA_DTYPE.itemsize)  # per writer and slice
         self._layout = self._plan_layout()
         self._rows = 0
         self._created = False
@@ -229,7 +229,7 @@ class CompartmentReportWriter:
         data = np.ascontiguousarray(data, dtype=DATA_DTYPE)
         n_w = len(self._writers)
         # rows per exchange round so that one writer holds <= max_chunk_bytes
-        per_writer = max(1, self._row_budget // max(1, self.n_elements))
+        per_writer = max(1, self._budget_values // max(1, self.n_elements))
         step = per_writer * n_w
         for r0 in range(0, n_t, step):
             r1 = min(n_t, r0 + step)
