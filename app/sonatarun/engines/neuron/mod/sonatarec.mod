@@ -8,6 +8,7 @@
 : its data.
 
 NEURON {
+    THREADSAFE : each recorder touches only its own state; setup() runs before any step
     POINT_PROCESS SonataRecorder
     RANGE slot, nvars
 }
