@@ -198,6 +198,13 @@ def _child(config_path: str, out_dir: str, mechanisms_dir: str, verbatim: str = 
     out["log_file"] = conf.log_file = os.path.join(out_dir, "log.txt")
     out["log_to_console"] = False
     conf.build_env()
+    import logging
+
+    # BMTK attaches its console handler when the logger is first used (at import), so
+    # log_to_console alone cannot silence it: drop the console handler, keep the log file.
+    for handler in list(conf.io.logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            conf.io.logger.removeHandler(handler)
     net = bionet.BioNetwork.from_config(conf)
     sim = bionet.BioSimulator.from_config(conf, network=net)
     sim.run()

@@ -70,6 +70,14 @@ def run(config_file: str, mechanisms_dir: str | None = None, quiet: bool = False
     if quiet:
         conf.output["log_to_console"] = False
     conf.build_env()
+    if quiet:
+        import logging
+
+        # BMTK attaches its console handler when the logger is first used (at import), so
+        # log_to_console alone cannot silence it: drop the console handler, keep the log file.
+        for handler in list(conf.io.logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                conf.io.logger.removeHandler(handler)
     net = bionet.BioNetwork.from_config(conf)
     sim = bionet.BioSimulator.from_config(conf, network=net)
     sim.run()
