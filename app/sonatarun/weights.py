@@ -90,10 +90,10 @@ def wmax(edge_props, source, target):
 @register_weight_function("gaussianLL", vectorized=True)
 def gaussian_ll(edges: pd.DataFrame, sources: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
     """BMTK's gaussianLL, vectorised: w0 * exp(-(delta/weight_sigma)^2) with BMTK's wrap-around delta,
-    ``abs(abs(abs(180 - abs(tgt - src)) % 360 - 90) - 90)`` (Python's % on a non-negative number)."""
+    ``abs(abs(abs(180 - abs(tgt - src) % 360) - 90) - 90)`` (% binds before -, as in BMTK's source)."""
     src = sources["tuning_angle"].to_numpy(float)
     tgt = targets["tuning_angle"].to_numpy(float)
-    delta = np.abs(np.abs(np.mod(np.abs(180.0 - np.abs(tgt - src)), 360.0) - 90.0) - 90.0)
+    delta = np.abs(np.abs(np.abs(180.0 - np.mod(np.abs(tgt - src), 360.0)) - 90.0) - 90.0)
     sigma = edges["weight_sigma"].to_numpy(float)
     return edges["syn_weight"].to_numpy(float) * np.exp(-(delta / sigma) ** 2)
 

@@ -115,3 +115,19 @@ def test_edge_population_naming_an_undefined_node_population(circuit_files):
         f["edges/B_to_A/source_node_id"].attrs["node_population"] = "C"
     with pytest.raises(CircuitError, match="source node population 'C' that no nodes file defines"):
         Circuit.open([NodeFiles(nodes, types)], [EdgeFiles(edges, etypes)])
+
+
+def test_gaussian_ll_equals_bmtk_for_any_angles():
+    """BMTK's formula wraps |t - s| % 360 before subtracting from 180 (operator precedence)."""
+    import pandas as pd
+    from bmtk.simulator.bionet.default_setters.synaptic_weights import gaussianLL
+
+    from sonatarun.weights import gaussian_ll
+
+    rng = np.random.default_rng(3)
+    src, tgt = rng.uniform(-720, 720, 200), rng.uniform(-720, 720, 200)
+    edges = pd.DataFrame({"syn_weight": rng.uniform(0.1, 2, 200), "weight_sigma": rng.uniform(10, 90, 200)})
+    ours = gaussian_ll(edges, pd.DataFrame({"tuning_angle": src}), pd.DataFrame({"tuning_angle": tgt}))
+    theirs = [gaussianLL(e, {"tuning_angle": s}, {"tuning_angle": t})
+              for e, s, t in zip(edges.to_dict("records"), src, tgt)]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from sonatarun.circuit.nodes import decode_strings
 from sonatarun.circuit.types_table import read_types_table
 from sonatarun.errors import CircuitError
 
@@ -50,6 +51,22 @@ def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
         lo, hi = int(ids[0]), int(ids[-1]) + 1
         return ds[lo:hi][ids - lo]
     return np.concatenate([ds[int(ids[s]):int(ids[e - 1]) + 1] for s, e in zip(starts, ends)])
+
+
+@dataclass
+class EdgeColumns:
+    """Selected edges of one population: core arrays plus group columns, all the same length."""
+
+    edge_ids: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    edge_type: np.ndarray
+    group_id: np.ndarray
+    group_index: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.edge_ids)
 
 
 @dataclass
@@ -92,8 +109,11 @@ class EdgePopulation:
         with h5py.File(self.h5_path, "r") as f:
             g = f["edges"][self.name]
             idx = g.get("indices/target_to_source")
-            if idx is not None and "node_id_to_ranges" in idx and "range_to_edge_id" in idx:
-                n2r = idx["node_id_to_ranges"][()]
+            # the SONATA spec says node_id_to_ranges; bmtk.builder writes (and BMTK reads) node_id_to_range
+            n2r_name = next((n for n in ("node_id_to_ranges", "node_id_to_range") if idx is not None and n in idx),
+                            None)
+            if n2r_name is not None and "range_to_edge_id" in idx:
+                n2r = idx[n2r_name][()]
                 valid = targets[targets < len(n2r)]
                 rr = n2r[valid]
                 range_rows = ranges_to_ids(rr)
@@ -105,43 +125,61 @@ class EdgePopulation:
             tgt = g["target_node_id"][()]
         return np.nonzero(np.isin(tgt, targets))[0].astype(np.int64)
 
-    def read(self, edge_ids: np.ndarray) -> pd.DataFrame:
-        """Core columns plus every group column for `edge_ids` (sorted), one row per edge."""
+    def read_columns(self, edge_ids: np.ndarray, *, every_edge: bool = False) -> "EdgeColumns":
+        """Core columns and each edge group's columns for `edge_ids` (sorted), as numpy arrays.
+
+        Group columns are full length (one entry per selected edge); rows of other groups hold
+        NaN (numbers) or None. With `every_edge` the ids are 0..size-1 and whole datasets are read.
+        """
         ids = np.asarray(edge_ids, dtype=np.int64)
-        cols: dict[str, np.ndarray] = {"edge_id": ids}
+        n = len(ids)
         with h5py.File(self.h5_path, "r") as f:
             g = f["edges"][self.name]
-            for key in _CORE:
-                if key in g:
-                    cols[key] = read_rows(g[key], ids)
-                elif key == "edge_type_id":
-                    raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
-                                       key=f"/edges/{self.name}/edge_type_id")
-                else:
-                    cols[key] = np.zeros(len(ids), dtype=np.int64) if key == "edge_group_id" else ids.copy()
-            frame = pd.DataFrame(cols)
-            for grp_id in np.unique(cols["edge_group_id"]) if len(ids) else []:
-                grp = g.get(str(grp_id))
+
+            def core(key: str) -> np.ndarray | None:
+                if key not in g:
+                    return None
+                return g[key][()] if every_edge else read_rows(g[key], ids)
+
+            etype = core("edge_type_id")
+            if etype is None:
+                raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
+                                   key=f"/edges/{self.name}/edge_type_id")
+            group_id = core("edge_group_id")
+            group_id = np.zeros(n, np.int64) if group_id is None else group_id.astype(np.int64)
+            group_index = core("edge_group_index")
+            group_index = ids.copy() if group_index is None else group_index.astype(np.int64)
+            columns: dict[str, np.ndarray] = {}
+            for gid in np.unique(group_id).tolist():
+                grp = g.get(str(gid))
                 if grp is None:
                     continue
-                rows = np.nonzero(cols["edge_group_id"] == grp_id)[0]
-                gidx = cols["edge_group_index"][rows]
+                rows = np.flatnonzero(group_id == gid)
+                gidx = group_index[rows]
                 order = np.argsort(gidx, kind="stable")
                 for col, ds in grp.items():
                     if not isinstance(ds, h5py.Dataset):
                         continue
-                    vals = np.empty(len(rows), dtype=ds.dtype if ds.dtype.kind not in "SO" else object)
-                    vals[order] = read_rows(ds, gidx[order])
-                    if col not in frame.columns:
-                        frame[col] = np.nan if vals.dtype.kind in "fiu" else None
-                    column = frame[col].to_numpy(copy=True)
-                    if vals.dtype.kind in "fiu" and column.dtype.kind in "fiu":
-                        column = column.astype(np.result_type(column.dtype, vals.dtype, np.float64))
-                    else:
-                        column = column.astype(object)
-                    column[rows] = vals
-                    frame[col] = column
-        return frame
+                    vals = np.empty(len(rows), dtype=object if ds.dtype.kind in "SO" else ds.dtype)
+                    vals[order] = decode_strings(read_rows(ds, gidx[order]))
+                    if len(rows) == n:  # one group holds every selected edge: keep the file's dtype
+                        columns[col] = vals
+                        continue
+                    if col not in columns:
+                        columns[col] = np.full(n, np.nan) if vals.dtype.kind in "fiub" else np.full(n, None, object)
+                    if columns[col].dtype.kind == "f" and vals.dtype.kind not in "fiub":
+                        columns[col] = columns[col].astype(object)
+                    columns[col][rows] = vals
+            return EdgeColumns(edge_ids=ids, source=core("source_node_id").astype(np.int64),
+                               target=core("target_node_id").astype(np.int64), edge_type=etype.astype(np.int64),
+                               group_id=group_id, group_index=group_index, columns=columns)
+
+    def read(self, edge_ids: np.ndarray) -> pd.DataFrame:
+        """The same as :meth:`read_columns`, one DataFrame row per edge (for inspection and tests)."""
+        c = self.read_columns(edge_ids)
+        return pd.DataFrame({"edge_id": c.edge_ids, "source_node_id": c.source, "target_node_id": c.target,
+                             "edge_type_id": c.edge_type, "edge_group_id": c.group_id,
+                             "edge_group_index": c.group_index, **c.columns})
 
     @cached_property
     def group_columns(self) -> dict[int, set[str]]:

@@ -15,7 +15,8 @@ from sonatarun.errors import CircuitError
 _RESERVED = {"node_type_id", "node_group_id", "node_group_index", "node_id"}
 
 
-def _decode(values: np.ndarray) -> np.ndarray:
+def decode_strings(values: np.ndarray) -> np.ndarray:
+    """h5py gives bytes for string datasets; the tables hold str."""
     if values.dtype.kind in ("S", "O"):
         return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
     return values
@@ -87,7 +88,7 @@ class NodePopulation:
                 for col, ds in grp.items():
                     if not isinstance(ds, h5py.Dataset) or col in _RESERVED:
                         continue
-                    values = _decode(ds[()])
+                    values = decode_strings(ds[()])
                     if col not in frame.columns:
                         frame[col] = pd.Series([None] * n, dtype=object) if values.dtype == object else np.nan
                     if values.ndim == 1 and len(values):

@@ -21,7 +21,6 @@ _PARAM_DIRS = {
     "virtual": "point_neuron_models_dir",
 }
 _SECTION_COLUMNS = ("afferent_section_id", "sec_id")
-_CORE_EDGE = {"edge_id", "source_node_id", "target_node_id", "edge_type_id", "edge_group_id", "edge_group_index"}
 
 
 def _is_null(v: Any) -> bool:
@@ -102,73 +101,89 @@ def cell_batches(config: SimulationConfig, circuit: Circuit, owned, params: Para
     return batches
 
 
-def _column(frame: pd.DataFrame, type_row: pd.Series, key: str) -> np.ndarray | None:
-    """Per-edge values: the h5 column where set, else the edge type's CSV value."""
-    h5 = frame[key].to_numpy() if key in frame.columns else None
+def _column(group: dict[str, np.ndarray], type_row: pd.Series, key: str, n: int) -> np.ndarray | None:
+    """Per-edge values: the h5 group column where set, else the edge type's CSV value, else None."""
+    h5 = group.get(key)
     csv = type_row.get(key) if key in type_row.index else None
     if h5 is None:
-        return None if csv is None or (isinstance(csv, float) and np.isnan(csv)) else np.full(len(frame), csv)
-    if csv is not None and h5.dtype.kind == "f":
+        return None if _is_null(csv) else np.full(n, csv)
+    if not _is_null(csv) and h5.dtype.kind == "f":
         h5 = np.where(np.isnan(h5), csv, h5)
     return h5
 
 
 def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params: ParamFiles,
                        weight_fn=None) -> list[ConnectionBatch]:
+    """One batch per (edge population, edge type, edge group) with the edges this rank's cells receive.
+
+    BMTK decides synapse rules per edge group (which columns the group has), so a batch never
+    mixes groups. Splitting is one stable lexsort per population; no DataFrame is built unless
+    a weight function needs one.
+    """
     batches: list[ConnectionBatch] = []
     for epop in circuit.edges:
         tgt_pop = circuit.nodes[epop.target_population]
         tgt_ids = np.arange(tgt_pop.size, dtype=np.int64)
         mine = tgt_ids[owned(circuit.gids(epop.target_population, tgt_ids))]
-        edge_ids = epop.edge_ids_for_targets(mine)
-        frame = epop.read(edge_ids)
-        if frame.empty:
+        every = len(mine) == tgt_pop.size
+        ids = np.arange(epop.size, dtype=np.int64) if every else epop.edge_ids_for_targets(mine)
+        if len(ids) == 0:
             continue
-        types = epop.types
-        unknown = set(np.unique(frame["edge_type_id"])) - set(types.index)
+        edges = epop.read_columns(ids, every_edge=every)
+        unknown = set(np.unique(edges.edge_type).tolist()) - set(epop.types.index)
         if unknown:
             raise CircuitError(f"edge population '{epop.name}' uses edge_type_id {sorted(unknown)[0]} that the "
                                f"types table does not define", file=epop.types_path, key="edge_type_id")
-        for (type_id, group_id), sub in frame.groupby(["edge_type_id", "edge_group_id"], sort=True):
-            row = types.loc[type_id]
-            sub = sub[[c for c in sub.columns if c in _CORE_EDGE or c in epop.group_columns.get(int(group_id), ())]]
-            group_cols = set(sub.columns) | {c for c in row.index if not _is_null(row[c])}
-            where = f"edge population {epop.name}, edge type {type_id}"
-            weights = _column(sub, row, "syn_weight")
-            wfn = _column(sub, row, "weight_function")
-            if weights is None and wfn is None:
-                raise CircuitError(f"{where} has no syn_weight", file=epop.types_path, key="syn_weight",
-                                   fix="add syn_weight to the edge types CSV or the edges file")
-            delays = _column(sub, row, "delay")
-            if delays is None:
-                raise CircuitError(f"{where} has no delay", file=epop.types_path, key="delay",
-                                   fix="add delay (ms) to the edge types CSV or the edges file")
-            nsyns = _column(sub, row, "nsyns")
-            type_attrs = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-            dyn = params.load(type_attrs.get("dynamics_params"), "synaptic_models_dir", where=where)
-            template = _column(sub, row, "model_template")
-            src = sub["source_node_id"].to_numpy(np.int64)
-            tgt = sub["target_node_id"].to_numpy(np.int64)
-            src_size = circuit.nodes[epop.source_population].size
-            if len(src) and (src.max() >= src_size or tgt.max() >= tgt_pop.size):
-                raise CircuitError(f"{where} refers to node ids beyond the populations' sizes",
-                                   file=epop.h5_path, key=f"/edges/{epop.name}/source_node_id")
-            w = np.zeros(len(sub)) if weights is None else weights.astype(np.float64)
-            if wfn is not None and weight_fn is not None:
-                w = weight_fn(wfn, sub, row, epop, w)
-            columns = {c: sub[c].to_numpy() for c in sub.columns
-                       if c not in ("source_node_id", "target_node_id", "edge_type_id", "edge_group_id",
-                                    "edge_group_index", "edge_id", "syn_weight", "delay", "nsyns")}
-            preselected = any(c in group_cols for c in _SECTION_COLUMNS) or nsyns is None
-            batches.append(ConnectionBatch(
-                edge_population=epop.name, source_population=epop.source_population,
-                target_population=epop.target_population, edge_type_id=int(type_id),
-                model_template=None if template is None else str(template[0]), dynamics=dyn,
-                source_gids=circuit.gids(epop.source_population, src),
-                target_gids=circuit.gids(epop.target_population, tgt), source_node_ids=src, target_node_ids=tgt,
-                weights=w, delays=delays.astype(np.float64),
-                nsyns=np.ones(len(sub), np.int64) if nsyns is None else nsyns.astype(np.int64),
-                columns=columns, type_attrs=type_attrs, edge_ids=sub["edge_id"].to_numpy(),
-                preselected=preselected,
-            ))
+        src_size = circuit.nodes[epop.source_population].size
+        if edges.source.max() >= src_size or edges.target.max() >= tgt_pop.size:
+            raise CircuitError(f"edge population '{epop.name}' refers to node ids beyond the populations' sizes",
+                               file=epop.h5_path, key=f"/edges/{epop.name}/source_node_id")
+        src_gids = circuit.gids(epop.source_population, edges.source)
+        tgt_gids = circuit.gids(epop.target_population, edges.target)
+        order = np.lexsort((edges.group_id, edges.edge_type))
+        keys = np.stack([edges.edge_type[order], edges.group_id[order]])
+        cuts = np.flatnonzero(np.any(np.diff(keys, axis=1) != 0, axis=0)) + 1
+        for part in np.split(order, cuts):
+            type_id, group_id = int(edges.edge_type[part[0]]), int(edges.group_id[part[0]])
+            own = epop.group_columns.get(group_id, set())
+            group = {c: v[part] for c, v in edges.columns.items() if c in own}
+            batches.append(_batch(epop, type_id, group, part, edges, src_gids, tgt_gids, params, weight_fn))
     return batches
+
+
+def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray, edges, src_gids: np.ndarray,
+           tgt_gids: np.ndarray, params: ParamFiles, weight_fn) -> ConnectionBatch:
+    n = len(part)
+    row = epop.types.loc[type_id]
+    where = f"edge population {epop.name}, edge type {type_id}"
+    weights = _column(group, row, "syn_weight", n)
+    wfn = _column(group, row, "weight_function", n)
+    if weights is None and wfn is None:
+        raise CircuitError(f"{where} has no syn_weight", file=epop.types_path, key="syn_weight",
+                           fix="add syn_weight to the edge types CSV or the edges file")
+    delays = _column(group, row, "delay", n)
+    if delays is None:
+        raise CircuitError(f"{where} has no delay", file=epop.types_path, key="delay",
+                           fix="add delay (ms) to the edge types CSV or the edges file")
+    nsyns = _column(group, row, "nsyns", n)
+    type_attrs = {k: (None if _is_null(v) else v) for k, v in row.items()}
+    template = _column(group, row, "model_template", n)
+    w = np.zeros(n) if weights is None else weights.astype(np.float64)
+    if wfn is not None and weight_fn is not None:
+        frame = pd.DataFrame({"edge_id": edges.edge_ids[part], "source_node_id": edges.source[part],
+                              "target_node_id": edges.target[part], "edge_type_id": edges.edge_type[part],
+                              **group})
+        w = weight_fn(wfn, frame, row, epop, w)
+    group_cols = set(group) | {c for c in row.index if not _is_null(row[c])}
+    return ConnectionBatch(
+        edge_population=epop.name, source_population=epop.source_population,
+        target_population=epop.target_population, edge_type_id=type_id,
+        model_template=None if template is None else str(template[0]),
+        dynamics=params.load(type_attrs.get("dynamics_params"), "synaptic_models_dir", where=where),
+        source_gids=src_gids[part], target_gids=tgt_gids[part], source_node_ids=edges.source[part],
+        target_node_ids=edges.target[part], weights=w, delays=delays.astype(np.float64),
+        nsyns=np.ones(n, np.int64) if nsyns is None else nsyns.astype(np.int64),
+        columns={c: v for c, v in group.items() if c not in ("syn_weight", "delay", "nsyns")},
+        type_attrs=type_attrs, edge_ids=edges.edge_ids[part],
+        preselected=any(c in group_cols for c in _SECTION_COLUMNS) or nsyns is None,
+    )
