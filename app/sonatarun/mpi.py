@@ -150,7 +150,7 @@ def world() -> Comm:
     global _WORLD
     if _WORLD is None:
         comm = None
-        if launched_under_mpi() or "mpi4py" in sys.modules:
+        if launched_under_mpi() or "mpi4py.MPI" in sys.modules:
             lib = find_libmpi()
             if lib and "MPI_LIB_NRN_PATH" not in os.environ:
                 os.environ["MPI_LIB_NRN_PATH"] = lib

@@ -21,7 +21,7 @@ REQUIRED = object()
 
 RUN_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "tstart": (NUMBER, 0.0),
-    "tstop": (NUMBER, REQUIRED),
+    "tstop": (NUMBER, None),
     "dt": (NUMBER, 0.1),
     "dL": (NUMBER, 20.0),
     "spike_threshold": (NUMBER, -15.0),
@@ -33,7 +33,17 @@ RUN_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "random_seed": (NUMBER, None),
     "rng_seed": (NUMBER, None),
     "optocell": ((str, list), None),
+    # BMTK PointNet's run keys
+    "n_thread": (NUMBER, None),
+    "block_run": ((bool,), None),
+    "print_time": ((bool,), None),
+    "duration": (NUMBER, None),
+    "overwrite_output_dir": ((bool,), None),
+    "precise_times": ((bool,), None),
+    "allow_offgrid_spikes": ((bool,), None),
 }
+# run keys an engine interprets itself (passed through as RunSettings.engine_options)
+ENGINE_RUN_KEYS = ("precise_times", "allow_offgrid_spikes")
 CONDITIONS_KEYS = {"celsius": (NUMBER, 34.0), "v_init": (NUMBER, -80.0)}
 OUTPUT_KEYS = {
     "output_dir": ((str,), "output"),
@@ -68,6 +78,7 @@ class RunConfig:
     checkpoint_interval: float | None
     threads: int | None
     seed: int
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,16 +201,21 @@ class _Parser:
             if key not in TOP_KEYS:
                 self.warn(f"{self.file_for(key)}: unknown key '{key}' ignored")
         run = self.section("run", RUN_KEYS)
+        if run["tstop"] is None:
+            run["tstop"] = run["duration"]  # PointNet's name for it
+        if run["tstop"] is None:
+            raise ConfigError("required key is missing", file=self.file_for("run"), key="run.tstop",
+                              fix='add "tstop" (ms) to the "run" section')
         if run["tstop"] <= run["tstart"]:
             raise ConfigError("tstop must be greater than tstart", file=self.file_for("run"), key="run.tstop")
         if run["dt"] <= 0:
             raise ConfigError("dt must be positive", file=self.file_for("run"), key="run.dt")
         nsteps = int(run["nsteps_block"])
-        if run.get("block_size"):
-            nsteps = max(1, int(round(run["block_size"] / run["dt"])))
+        if run.get("block_size") and "nsteps_block" not in (self.conf.get("run") or {}):
+            nsteps = max(1, int(run["block_size"]))  # PointNet: block_size is in steps (data_res = block_size * dt)
         if nsteps <= 0:
             raise ConfigError("nsteps_block must be positive", file=self.file_for("run"), key="run.nsteps_block")
-        threads = run.get("threads") or run.get("local_num_threads")
+        threads = run.get("threads") or run.get("local_num_threads") or run.get("n_thread")
         seed = run.get("random_seed") if run.get("random_seed") is not None else run.get("rng_seed")
         cond = self.section("conditions", CONDITIONS_KEYS)
         out = self.section("output", OUTPUT_KEYS)
@@ -261,7 +277,8 @@ class _Parser:
             run=RunConfig(tstart=float(run["tstart"]), tstop=float(run["tstop"]), dt=float(run["dt"]),
                           dL=float(run["dL"]), spike_threshold=float(run["spike_threshold"]), nsteps_block=nsteps,
                           checkpoint_interval=run.get("checkpoint_interval"),
-                          threads=int(threads) if threads else None, seed=int(seed) if seed is not None else 0),
+                          threads=int(threads) if threads else None, seed=int(seed) if seed is not None else 0,
+                          engine_options={k: run[k] for k in ENGINE_RUN_KEYS if run.get(k) is not None}),
             celsius=float(cond["celsius"]), v_init=float(cond["v_init"]), output=output, components=components,
             nodes=nodes, edges=edges, node_sets=node_sets, inputs=inputs, reports=reports, target_simulator=target,
             warnings=self.warnings, raw=conf,

@@ -40,6 +40,8 @@ class RunSettings:
     # absolute component directories from the config's `components` section
     components: dict[str, Path] = field(default_factory=dict)
     quiet: bool = False
+    # engine-specific run keys the config passes through (e.g. NEST's precise_times)
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def block_ms(self) -> float:

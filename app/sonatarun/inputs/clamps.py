@@ -48,8 +48,9 @@ def voltage_clamp(name: str, cfg: dict[str, Any], ctx) -> list[VoltageClamp]:
     if "amps" in cfg:
         amps, durs = _as_list(cfg["amps"]), _as_list(cfg.get("durations", []))
     elif "amp" in cfg and "duration" in cfg:
-        # BMTK's SEClamp: held at 0 mV until delay (dur1, amp1 = 0), at amp for duration, then off
-        amps = [0.0, float(cfg["amp"])]
+        # BMTK's SEClamp module disconnects the clamp (rs = 1e20) outside [delay, delay + duration];
+        # a NaN level means "disconnected" to the engines
+        amps = [float("nan"), float(cfg["amp"])]
         durs = [float(cfg.get("delay", 0.0)), float(cfg["duration"])]
     else:
         raise ConfigError("voltage clamp needs amp and duration (and delay), or amps and durations lists",

@@ -75,7 +75,7 @@ class Simulation:
                            dL=run.dL, celsius=self.config.celsius, v_init=self.config.v_init,
                            nsteps_block=run.nsteps_block, threads=self.options.threads or run.threads or 1,
                            seed=run.seed, components=dict(self.config.components),
-                           quiet=self.config.output.quiet_simulator)
+                           quiet=self.config.output.quiet_simulator, engine_options=dict(run.engine_options))
 
     def plan(self) -> dict[str, Any]:
         """Rank-local cells, connections, stimuli and probes; raises on any bad input."""

@@ -43,6 +43,7 @@ class NeuronEngine(Engine):
         h.tstop = settings.tstop
         self.cells: dict[int, NrnCell] = {}
         self._recorded: list[int] = []  # gids whose spikes are output (BMTK does not report virtual nodes)
+        self._virtual_populations: set[str] = set()
         self._keep: list[Any] = []
         self._spike_t = h.Vector()
         self._spike_gid = h.Vector()
@@ -74,6 +75,10 @@ class NeuronEngine(Engine):
             if b.model_type not in BUILDERS:
                 problems.append(f"{where}: model_type '{b.model_type}' is not supported by NEURON "
                                 f"(use one of: {', '.join(sorted(BUILDERS))})")
+            elif b.model_type == "biophysical":
+                from sonatarun.engines.neuron.cells.biophysical import check_batch
+
+                problems.extend(check_batch(b, components))
             elif b.model_type in ("point_process", "point_neuron"):
                 kind, _, name = (b.model_template or "").partition(":")
                 if kind != "nrn" or not name:
@@ -98,8 +103,19 @@ class NeuronEngine(Engine):
                 self.cells[cell.gid] = cell
                 if batch.model_type != "virtual":
                     self._recorded.append(cell.gid)
+            if batch.model_type == "virtual":
+                self._virtual_populations.add(batch.population)
+        for names in self.comm.allgather(sorted(self._virtual_populations)):
+            self._virtual_populations.update(names)
 
     def build_connections(self, batches: list[ConnectionBatch]) -> None:
+        """Connect in BMTK's order (recurrent edge populations, then those fed by virtual nodes),
+        after giving each detailed cell its synapse-placement draws for that order, so the same
+        segments are chosen as in BMTK whatever order batches arrive in."""
+        from sonatarun.engines.neuron.synapses import plan_placement
+
+        batches = sorted(batches, key=lambda b: b.source_population in self._virtual_populations)
+        plan_placement(batches, self.cells)
         for batch in batches:
             if len(batch) == 0:
                 continue
@@ -139,6 +155,9 @@ class NeuronEngine(Engine):
     # -- time ----------------------------------------------------------------
     def prepare(self) -> None:
         h = self.h
+        h.cvode.cache_efficient(1)  # as BMTK: contiguous state arrays, same numbers, faster
+        if self.settings.threads > 1:
+            self.pc.nthread(self.settings.threads)  # each cell stays whole in one thread: same results
         self.pc.set_maxstep(10)
         for gid in self._recorded:
             self.pc.spike_record(gid, self._spike_t, self._spike_gid)
