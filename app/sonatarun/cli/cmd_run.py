@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     p.add_argument("--checkpoint-interval", type=float, metavar="MS",
                    help="write a checkpoint every MS simulated milliseconds (at block ends)")
-    p.add_argument("--threads", type=int, metavar="N", help="threads per rank (NEST)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per rank (NEST local_num_threads, NEURON pc.nthread)")
     p.set_defaults(func=run)
 
 
