@@ -112,7 +112,7 @@ CMD ["--help"]
 FROM build AS appdir-build
 RUN --mount=type=bind,target=/src \
     set -eu; \
-    /src/containers/appimage/build-appdir.sh /src /AppDir
+    sh /src/containers/appimage/build-appdir.sh /src /AppDir
 FROM scratch AS appdir
 COPY --from=appdir-build /AppDir /sonatarun.AppDir
 

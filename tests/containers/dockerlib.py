@@ -1,0 +1,100 @@
+"""Docker plumbing for the container tests: pick a BuildKit-capable client, key images by content.
+
+The image takes minutes to build, so it is built once per content of its build context and tagged
+``sonatarun:ctx-<hash>``; a later session (or a rerun) with the same Dockerfile, package, examples and
+container scripts reuses it. ``sonatarun:latest`` always names the last image the tests built.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the Dockerfile reads from its context (.dockerignore keeps the rest out).
+CONTEXT = ["Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "app", "examples", "containers"]
+SKIP_PARTS = {"__pycache__", "output", "x86_64", "aarch64", "arm64", ".pytest_cache"}
+BUILD_TIMEOUT = 40 * 60
+
+
+@lru_cache(maxsize=None)
+def client() -> tuple[str, ...] | None:
+    """A docker CLI that can build with BuildKit (`RUN --mount`), or None without a reachable engine.
+
+    A current docker CLI needs the buildx plugin for that; Debian's docker.io client (20.10) has
+    BuildKit built in and uses it with DOCKER_BUILDKIT=1.
+    """
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(shutil.which("docker"))
+    if Path("/usr/bin/docker").exists():
+        candidates.append("/usr/bin/docker")
+    for exe in candidates:
+        if subprocess.run([exe, "info"], capture_output=True).returncode != 0:
+            continue
+        if subprocess.run([exe, "buildx", "version"], capture_output=True).returncode == 0:
+            return (exe,)
+        version = subprocess.run([exe, "version", "--format", "{{.Client.Version}}"],
+                                 capture_output=True, text=True).stdout.strip()
+        if version and int(version.split(".")[0]) < 23:
+            return (exe,)
+    for exe in candidates:  # engine reachable but no BuildKit-capable client: still usable to run
+        if subprocess.run([exe, "info"], capture_output=True).returncode == 0:
+            return (exe,)
+    return None
+
+
+def env() -> dict:
+    return {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def docker(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    cli = client()
+    assert cli is not None, "no docker engine"
+    proc = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=timeout, env=env(), **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} exited {proc.returncode}\n--- stdout\n"
+                             f"{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def context_hash() -> str:
+    """sha256 over the paths and bytes of every file the image build reads."""
+    h = hashlib.sha256()
+    for name in CONTEXT:
+        top = ROOT / name
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
+        for f in files:
+            rel = f.relative_to(ROOT)
+            if SKIP_PARTS & set(rel.parts) or f.suffix == ".pyc" or ".egg-info" in str(rel):
+                continue
+            h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def image_exists(tag: str) -> bool:
+    return docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def ensure_image() -> str:
+    """The runtime image for the current sources: reused when built before, else built now."""
+    tag = f"sonatarun:ctx-{context_hash()}"
+    if not image_exists(tag):
+        docker("build", "--network", "host", "-t", tag, "-t", "sonatarun:latest", str(ROOT),
+               timeout=BUILD_TIMEOUT)
+    return tag
+
+
+def ensure_appdir() -> Path:
+    """The AppDir exported from the `appdir` target into .cache/ (git-ignored), keyed like the image."""
+    out = ROOT / ".cache" / "containers" / f"appdir-{context_hash()}"
+    appdir = out / "sonatarun.AppDir"
+    if not (appdir / "AppRun").exists():
+        if out.exists():
+            shutil.rmtree(out)
+        docker("build", "--network", "host", "--target", "appdir", "--output", f"type=local,dest={out}",
+               str(ROOT), timeout=BUILD_TIMEOUT)
+    return appdir
