@@ -230,3 +230,43 @@ def test_spikes_recorded_beyond_65534_cells_per_thread(threads):
     eng.prepare()
     gids, times = _run(eng, 20.0, 20.0)
     assert len(np.unique(gids)) == n and gids.max() == n - 1
+
+
+def test_weight_recorder_report_follows_stdp_weights(tmp_path):
+    """BMTK's weight_recorder report: edges whose model_template names the report's copy of
+    stdp_synapse are connected through it, and every weight change lands in the CSV with
+    population + node id; an undefined synapse model is still an error."""
+    from sonatarun.engines.base import ProbeSpec, SpikeTrains
+    from sonatarun.errors import EngineError
+
+    stdp = {"tau_plus": 20.0, "lambda": 0.05, "alpha": 1.0, "mu_plus": 0.0, "mu_minus": 0.0, "Wmax": 2000.0}
+
+    def build(with_report: bool):
+        eng = _engine(tstop=200.0)
+        eng.build_cells([_cells("v1", 1, "nest:iaf_psc_alpha", [0, 1, 2], dict(IAF, I_e=0.0),
+                                node_dynamics={"I_e": np.array([0.0, 0.0, 420.0])}),
+                         _cells("lgn", 2, None, [3], {}, model_type="virtual")])
+        eng.build_connections([_edges("v1", "v1", [2], [0], 100.0, 1.0, template="stdp_synapse_rec", dynamics=stdp),
+                               _edges("lgn", "v1", [3], [0], 1200.0, 1.0)])
+        eng.add_stimulus(SpikeTrains("lgn", np.array([3]), [np.arange(5.0, 195.0, 7.0)]))
+        if with_report:
+            eng.add_probe(ProbeSpec("w", "weight_recorder", [], "", np.zeros(0), np.zeros(0), options={
+                "nest_model": "stdp_synapse", "model_template": "stdp_synapse_rec", "file": str(tmp_path / "w.csv"),
+                "populations": [["v1", 0, 3], ["lgn", 3, 1]]}))
+        return eng
+
+    with pytest.raises(EngineError, match="stdp_synapse_rec"):
+        build(False).prepare()
+    eng = build(True)
+    probe = eng._probes_other[0]
+    eng.prepare()
+    for t in (100.0, 200.0):
+        eng.advance(t)
+        eng.drain_spikes()
+        probe.drain()
+    table = pd.read_csv(tmp_path / "w.csv", sep=" ")
+    assert list(table.columns) == ["source_node_id", "source_population", "target_node_id", "target_population",
+                                   "time_ms", "weights", "receptors", "ports"]
+    assert len(table) > 5 and set(table["source_node_id"]) == {2} and set(table["target_node_id"]) == {0}
+    assert set(table["source_population"]) == {"v1"} and table["weights"].nunique() > 1
+    assert table["time_ms"].is_monotonic_increasing and table["time_ms"].max() <= 200.0

@@ -19,6 +19,7 @@ from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, En
 from sonatarun.engines.nest import build, kernel, recorders
 from sonatarun.engines.nest.models import resolve_model
 from sonatarun.engines.nest.recorders import MultimeterProbe, SpikeRecorder
+from sonatarun.engines.nest.weight_recorder import WeightRecorderProbe, recorded_template
 from sonatarun.engines.registry import register
 from sonatarun.errors import EngineError
 from sonatarun.mpi import Comm
@@ -54,6 +55,8 @@ class NestEngine(Engine):
         self._recordables: list[tuple[int, int, set[str]]] = []  # (first id, last id, recordables)
         self._recorder: SpikeRecorder | None = None
         self._recorder_connected = False
+        self._pending: dict[str, list[ConnectionBatch]] = {}  # edges waiting for a weight_recorder's model
+        self._probes_other: list[Probe] = []
         self._probes: list[MultimeterProbe] = []
         self._stimuli: list = []
         self._connected = False
@@ -71,6 +74,8 @@ class NestEngine(Engine):
             return [exc.render()]  # and do not import NEST: without MPI it exits under mpiexec -n >1
         nest = kernel.import_nest(quiet=True)
         extensions = bool(components.get("nest_modules"))  # models may come from modules not loaded yet
+        recorded = {recorded_template(spec) for _, spec in plan.get("probes", [])
+                    if spec.kind == "weight_recorder"}
         problems: list[str] = []
         seen: set = set()
         for b in plan.get("cells", []):
@@ -96,7 +101,7 @@ class NestEngine(Engine):
             except EngineError as exc:
                 problems.append(exc.render())
                 continue
-            if not extensions and name not in nest.synapse_models:
+            if not extensions and name not in nest.synapse_models and name not in recorded:
                 problems.append(f"edge population '{c.edge_population}', edge type {c.edge_type_id}: NEST has no "
                                 f"synapse model '{name}' (use e.g. static_synapse, stdp_synapse, tsodyks_synapse)")
         for stim in plan.get("stimuli", []):
@@ -104,7 +109,7 @@ class NestEngine(Engine):
                 problems.append(f"input '{getattr(stim, 'name', '?')}': the NEST engine cannot apply a "
                                 f"{type(stim).__name__} (point neurons take spike trains and current clamps)")
         for _, spec in plan.get("probes", []):
-            if spec.kind not in ("multimeter", "membrane"):
+            if spec.kind not in ("multimeter", "membrane", "weight_recorder"):
                 problems.append(f"report '{spec.name}': the NEST engine does not support '{spec.kind}' reports "
                                 f"(use multimeter_report with a NEST recordable)")
         return problems
@@ -160,18 +165,24 @@ class NestEngine(Engine):
         virtual_pops = {b.population for b in self._virtual}
         recurrent = [b for b in batches if b.source_population not in virtual_pops]
         from_virtual = [b for b in batches if b.source_population in virtual_pops]
-        res = float(self.settings.dt)
         for batch in recurrent:
-            build.connect(self.nest, batch, self.gid_map, res)
-            self.stats["edges"] += len(batch)
+            self._connect(batch)
         self._create_generators()
         for batch in from_virtual:
-            build.connect(self.nest, batch, self.gid_map, res)
-            self.stats["edges"] += len(batch)
+            self._connect(batch)
         self._connected = True
         # Connecting every neuron to the spike recorder is a sizeable part of NEST's build
         # (seconds at 100k cells), so it happens here, with the rest of the model build.
         self._connect_recorder()
+
+    def _connect(self, batch: ConnectionBatch) -> None:
+        """Connect now, or keep the batch until the weight_recorder report that defines its synapse model."""
+        name = build.synapse_model_name(batch)
+        if name not in self.nest.synapse_models:
+            self._pending.setdefault(name, []).append(batch)
+            return
+        build.connect(self.nest, batch, self.gid_map, float(self.settings.dt))
+        self.stats["edges"] += len(batch)
 
     def add_stimulus(self, stimulus: Any) -> None:
         if not self._connected:
@@ -190,6 +201,12 @@ class NestEngine(Engine):
                               fix="NEST point neurons take spike trains (virtual nodes) and current clamps")
 
     def add_probe(self, spec: ProbeSpec) -> Probe:
+        if spec.kind == "weight_recorder":
+            probe = WeightRecorderProbe(self.nest, spec, self.gid_map, tstop=float(self.settings.tstop))
+            for batch in self._pending.pop(probe.template, []):
+                self._connect(batch)
+            self._probes_other.append(probe)
+            return probe
         if spec.kind not in ("multimeter", "membrane"):
             raise EngineError(f"the NEST engine does not support '{spec.kind}' reports", key=f"reports.{spec.name}",
                               fix="use module multimeter_report (or membrane_report) with a NEST recordable")
@@ -204,6 +221,12 @@ class NestEngine(Engine):
         if not self._connected:
             self._create_generators()
             self._connected = True
+        for name, pending in self._pending.items():
+            b = pending[0]
+            raise EngineError(f"NEST has no synapse model '{name}'",
+                              key=f"{b.edge_population} edge_type_id {b.edge_type_id}: model_template",
+                              fix="use a model listed by nest.synapse_models (static_synapse, stdp_synapse, ...), "
+                                  "or define it with a weight_recorder report (model_template)")
         self._connect_recorder()
         for probe in self._probes:
             probe.capture_initial()
