@@ -16,11 +16,17 @@ from sonatarun.mpi import Comm
 def import_nest(quiet: bool = True):
     """Import pynest without its banner and with warnings-only logging."""
     os.environ.setdefault("PYNEST_QUIET", "1")
+    # Launchers set OMP_NUM_THREADS for NEURON/BLAS; NEST ignores it (threads come from
+    # local_num_threads) but says so at import, on every run: hide it from the import only.
+    omp = os.environ.pop("OMP_NUM_THREADS", None)
     try:
         import nest  # noqa: WPS433 - lazy on purpose
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise EngineError(f"NEST is not importable ({exc})", key="target_simulator",
                           fix="pip install nest-simulator, or run with the NEURON engine") from exc
+    finally:
+        if omp is not None:
+            os.environ["OMP_NUM_THREADS"] = omp
     level = nest.VerbosityLevel.ERROR if quiet else nest.VerbosityLevel.WARNING
     nest.verbosity = level
     return nest
