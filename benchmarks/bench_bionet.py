@@ -157,6 +157,7 @@ def main() -> None:
     os.environ["BENCH_CLOCK"] = args.clock
 
     os.environ.setdefault("SONATARUN_CACHE", str(ROOT / ".cache" / "sonatarun"))
+    args.out = args.out.resolve()
     build_network(args.out, args.cells_per_morph, args.lgn, args.tstop)
     # warm the mechanism cache so compiling is not timed
     subprocess.run([sys.executable, "-m", "sonatarun.cli.main", "mechanisms", "build",

@@ -49,6 +49,7 @@ class _RecordingProbe(Probe):
     def _setup_times(self, spec: ProbeSpec, settings: RunSettings) -> None:
         sim_dt = settings.dt
         self._sim_dt, self._t0 = sim_dt, settings.tstart
+        self._block_steps = int(settings.nsteps_block)
         self.dt = float(spec.dt) if spec.dt else sim_dt
         ratio = self.dt / sim_dt
         if self.dt < sim_dt - 1e-12 or abs(ratio - round(ratio)) > 1e-4:
@@ -84,6 +85,9 @@ class _RecordingProbe(Probe):
                 for per_var in refs:
                     for r in per_var:
                         rec.add(r)
+                # one block's worth of room, once: appends never reallocate (nor overshoot)
+                buf.resize(self._block_steps * len(objs) * len(variables))
+                buf.resize(0)
                 self._groups.append((rec, buf, len(objs)))
                 self._slots.append(float(rec.slot))
             else:
@@ -131,21 +135,21 @@ class _RecordingProbe(Probe):
                 rec, buf, n_obj = self._groups[0]
                 n_new = int(buf.size()) // max(1, n_obj * nvar)
             rows = self._select(max(n_new, 0))
-            parts: dict[str, list[np.ndarray]] = {v: [] for v in self._variables}
+            pick = _as_slice(rows)
+            total = sum(n for _r, _b, n in self._groups)
+            out = {var: np.empty((len(rows), total), dtype=np.float32) for var in self._variables}
+            c0 = 0
             for _rec, buf, n_obj in self._groups:
-                a = buf.as_numpy().reshape(-1, n_obj * nvar)[rows]
+                a = buf.as_numpy().reshape(-1, n_obj * nvar)  # a view of NEURON's buffer
                 for i, var in enumerate(self._variables):
-                    parts[var].append(a[:, i * n_obj:(i + 1) * n_obj])
+                    out[var][:, c0:c0 + n_obj] = a[pick, i * n_obj:(i + 1) * n_obj]  # cast in place
+                c0 += n_obj
                 buf.resize(0)
-            return {var: (np.concatenate(p, axis=1).astype(np.float32) if p
-                          else np.empty((len(rows), 0), np.float32)) for var, p in parts.items()}
+            return out
         first = next((v for vecs in self._vectors.values() for v in vecs), None)
         n_new = int(first.size()) if first is not None else self._steps_now() + 1 - self._seen
         rows = self._select(max(n_new, 0))
-        pick: Any = rows
-        if len(rows) and np.all(np.diff(rows) == (rows[1] - rows[0] if len(rows) > 1 else 1)):
-            step = int(rows[1] - rows[0]) if len(rows) > 1 else 1
-            pick = slice(int(rows[0]), int(rows[-1]) + 1, step)
+        pick = _as_slice(rows)
         out: dict[str, np.ndarray] = {}
         for var, vecs in self._vectors.items():
             data = np.empty((len(rows), len(vecs)), dtype=np.float32)
@@ -230,6 +234,16 @@ class SynapseProbe(_RecordingProbe):
         self.element_pos = np.asarray(pos, dtype=np.float64)
         self.units = units_of(spec.variables[0]) if spec.variables else ""
         self._attach(groups, spec.variables)
+
+
+def _as_slice(rows: np.ndarray) -> Any:
+    """Evenly spaced rows as a slice (a view, no copy); otherwise the index array."""
+    if len(rows) == 0:
+        return slice(0, 0)
+    step = int(rows[1] - rows[0]) if len(rows) > 1 else 1
+    if step > 0 and np.all(np.diff(rows) == step):
+        return slice(int(rows[0]), int(rows[-1]) + 1, step)
+    return rows
 
 
 def _ref(obj: Any, var: str, report: str) -> Any:
