@@ -3,12 +3,13 @@
 examples/point_nest has three populations (iaf_psc_alpha, Allen-form GLIF converted to
 glif_psc, native glif_psc, iaf_psc_delta, a virtual population with off-grid Poisson
 times), static and stdp synapses, nsyns, per-edge h5 delays, receptor ports, and a
-two-pulse current clamp. BMTK runs in a subprocess (it resets the NEST kernel at import
-time), sonatarun through its CLI; both write SONATA spikes and a multimeter report.
-~5 s in total.
+two-pulse current clamp, on 1 and on 2 NEST threads. BMTK runs in a subprocess (it resets
+the NEST kernel at import time), sonatarun through its CLI; both write SONATA spikes and a
+multimeter report. ~10 s in total.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -39,15 +40,21 @@ def _spikes(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def test_point_nest_example_matches_bmtk_pointnet(tmp_copy):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_point_nest_example_matches_bmtk_pointnet(tmp_copy, threads):
     need(_have("bmtk") and _have("nest"), "bmtk and nest-simulator")
     ex = tmp_copy("point_nest")
     config = ex / "config.simulation.json"
+    if threads != 1:  # BMTK PointNet's thread key; both must run NEST with that many threads
+        raw = json.loads(config.read_text())
+        raw["run"]["n_thread"] = threads
+        config.write_text(json.dumps(raw, indent=2))
     bmtk_out, ours_out = ex / "output_bmtk", ex / "output_sonatarun"
     proc = subprocess.run([sys.executable, str(ex / "run_bmtk.py"), str(config), "--output-dir", str(bmtk_out)],
                           cwd=ex, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_sonatarun("run", str(config), "--output-dir", str(ours_out), cwd=ex)
+    assert json.loads((ours_out / "sonatarun.json").read_text())["threads"] == threads
 
     ref, got = _spikes(bmtk_out / "spikes.h5"), _spikes(ours_out / "spikes.h5")
     assert set(ref) == {"cortex", "thal"}  # the clamp makes thal fire; lgn is virtual
