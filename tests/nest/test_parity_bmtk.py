@@ -9,6 +9,7 @@ multimeter report. ~10 s in total.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -23,11 +24,7 @@ pytestmark = pytest.mark.bmtk
 
 
 def _have(module: str) -> bool:
-    try:
-        __import__(module)
-        return True
-    except Exception:
-        return False
+    return importlib.util.find_spec(module) is not None
 
 
 def _spikes(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
