@@ -107,8 +107,10 @@ ENTRYPOINT ["/opt/sonatarun/bin/entrypoint.sh"]
 CMD ["--help"]
 
 # ---------------------------------------------------------------------------------------------------
-# appdir: a relocatable AppDir (containers/appimage/) exported with
-#   docker build --network host --target appdir --output type=local,dest=OUT .
+# appdir: a relocatable AppDir (containers/appimage/), at /AppDir of the `appdir-build` image:
+#   docker build --network host --target appdir-build -t sonatarun-appdir . &&
+#   docker create --name appdir sonatarun-appdir true && docker cp appdir:/AppDir sonatarun.AppDir
+# (with a current Docker, `--target appdir --output type=local,dest=OUT` exports it in one step)
 FROM build AS appdir-build
 RUN --mount=type=bind,target=/src \
     set -eu; \

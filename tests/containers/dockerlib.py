@@ -89,12 +89,26 @@ def ensure_image() -> str:
 
 
 def ensure_appdir() -> Path:
-    """The AppDir exported from the `appdir` target into .cache/ (git-ignored), keyed like the image."""
-    out = ROOT / ".cache" / "containers" / f"appdir-{context_hash()}"
+    """The AppDir built by the `appdir-build` target, copied out of that image with `docker cp` into
+    .cache/ (git-ignored), keyed like the image. (BuildKit's `--output type=local` would do the same
+    in one step, but Docker 20.10's client stalls streaming thousands of files.)"""
+    key = context_hash()
+    out = ROOT / ".cache" / "containers" / f"appdir-{key}"
     appdir = out / "sonatarun.AppDir"
-    if not (appdir / "AppRun").exists():
-        if out.exists():
-            shutil.rmtree(out)
-        docker("build", "--network", "host", "--target", "appdir", "--output", f"type=local,dest={out}",
-               str(ROOT), timeout=BUILD_TIMEOUT)
+    if (appdir / "AppRun").exists():
+        return appdir
+    tag = f"sonatarun-appdir:ctx-{key}"
+    if not image_exists(tag):
+        docker("build", "--network", "host", "--target", "appdir-build", "-t", tag, str(ROOT),
+               timeout=BUILD_TIMEOUT)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    name = f"sonatarun-appdir-{key}-{os.getpid()}"
+    docker("create", "--name", name, tag, "true")
+    try:
+        docker("cp", f"{name}:/AppDir", str(out / "partial.AppDir"))
+    finally:
+        docker("rm", "-f", name, check=False)
+    (out / "partial.AppDir").rename(appdir)
     return appdir
