@@ -10,8 +10,9 @@
 # Every layer is kept few on purpose: on the vfs storage driver each layer is a full copy.
 # Build arguments (all optional):
 #   BASE_IMAGE       a Debian 12 (bookworm) image; default debian:bookworm-slim
-#   PARALLEL_HDF5    1 = build h5py from source against Debian's MPICH parallel HDF5 (+~6 min);
-#                    0 (default) = the h5py wheel (serial HDF5; sonatarun gathers to rank 0)
+#   PARALLEL_HDF5    1 (default) = h5py compiled against Debian's MPICH-built parallel HDF5 (the
+#                    compile is ~3.5 of the ~6 min cold build on 2 cores); 0 = the h5py wheel
+#                    (serial HDF5: sonatarun's ranks write through its serial path)
 #   NEST_FROM_SOURCE 1 = build NEST from its source release with MPI and OpenMP (+~20 min, not
 #                    built in CI); 0 (default) = the nest-simulator wheel (threads, no MPI)
 #   NEST_VERSION     NEST release for NEST_FROM_SOURCE=1 (its sdist on PyPI); default 3.10.0
@@ -34,7 +35,8 @@ RUN --mount=type=bind,source=containers/certs,target=/tmp/certs \
     for crt in /tmp/certs/*.crt; do if [ -f "$crt" ]; then cp "$crt" /usr/local/share/ca-certificates/; fi; done; \
     apt-get update; \
     apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv libpython3.11 mpich libhdf5-mpich-103-1 g++ make procps; \
+        ca-certificates python3 python3-venv libpython3.11 mpich libhdf5-mpich-103-1 libhdf5-mpich-hl-100 \
+        g++ make procps; \
     update-ca-certificates; \
     apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     mkdir -p /opt/sonatarun/mpi/lib; \
@@ -57,7 +59,7 @@ ENV PATH=/opt/sonatarun/venv/bin:/opt/sonatarun/bin:/usr/local/sbin:/usr/local/b
 # HDF5 when PARALLEL_HDF5=1), NEURON and NEST from their wheels, and sonatarun from the context.
 FROM os AS build
 ARG DEBIAN_FRONTEND=noninteractive
-ARG PARALLEL_HDF5=0
+ARG PARALLEL_HDF5=1
 ARG NEST_FROM_SOURCE=0
 ARG NEST_VERSION=3.10.0
 # Dependencies first, keyed only on pyproject.toml and containers/constraints.txt, so editing the
@@ -128,20 +130,22 @@ RUN --mount=type=bind,target=/src \
     set -eu; \
     cp -a /tmp/venv /opt/sonatarun/venv; \
     install -d /opt/sonatarun/bin; \
-    install -m 0755 /src/containers/entrypoint.sh /src/containers/mpi-env.sh /opt/sonatarun/bin/; \
+    install -m 0755 /src/containers/entrypoint.sh /src/containers/mpi-env.sh \
+        /src/containers/build_mechanisms.py /opt/sonatarun/bin/; \
     mkdir -p /opt/sonatarun/examples; \
     if [ -d /src/examples ]; then cp -a /src/examples/. /opt/sonatarun/examples/; fi; \
     find /opt/sonatarun/examples \( -name 'output*' -o -name 'x86_64' \) -prune -exec rm -rf {} +; \
     if [ -n "$MECHANISMS_DIR" ]; then \
         mkdir -p /opt/sonatarun/mechanisms; cp -a "/src/$MECHANISMS_DIR" /opt/sonatarun/mechanisms/user; fi; \
-    SONATARUN_CACHE=/opt/sonatarun/cache python /src/containers/build_mechanisms.py \
+    SONATARUN_CACHE=/opt/sonatarun/cache python /opt/sonatarun/bin/build_mechanisms.py \
         /opt/sonatarun/examples /opt/sonatarun/mechanisms; \
     find /opt/sonatarun/cache -name '*.lock' -delete; \
     find /opt/sonatarun/venv -name '__pycache__' -prune -exec rm -rf {} +; \
     chmod -R a+rX /opt/sonatarun; \
     chmod 1777 /opt/sonatarun/cache/mechanisms; \
     useradd --create-home --uid "$SONATARUN_UID" --shell /bin/bash sonata; \
-    install -d -o sonata -g sonata /data
+    install -d -o sonata -g sonata /data; \
+    python -c "import mpi4py.MPI, h5py, neuron, nest, sonatarun" > /dev/null 2>&1
 ENV SONATARUN_CACHE=/opt/sonatarun/cache
 ENV OMP_NUM_THREADS=1
 LABEL org.opencontainers.image.title="sonatarun"

@@ -23,7 +23,10 @@ mkdir -p "$APPDIR/usr/bin" "$APPDIR/usr/lib/python3/dist-packages" "$APPDIR/usr/
 
 # 1. The interpreter and its standard library.
 cp -L "/usr/bin/$PY" "$APPDIR/usr/bin/$PY"
-cp -L "$(python3 -c "import sysconfig, os; print(os.path.join(sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY')))")" "$APPDIR/usr/lib/"
+# libpython too: nrnivmodl (find_libpython) and NEURON's embedded interpreter need the shared library.
+pylib=$(python3 -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR') + '/' + sysconfig.get_config_var('INSTSONAME'))")
+cp -L "$pylib" "$APPDIR/usr/lib/"
+ln -s "$(basename "$pylib")" "$APPDIR/usr/lib/lib$PY.so"
 ln -s "$PY" "$APPDIR/usr/bin/python3"
 ln -s "$PY" "$APPDIR/usr/bin/python"
 tar -C /usr/lib -c --exclude='__pycache__' --exclude="$PY/test" --exclude="$PY/idlelib" \

@@ -85,7 +85,16 @@ def ensure_image() -> str:
     if not image_exists(tag):
         docker("build", "--network", "host", "-t", tag, "-t", "sonatarun:latest", str(ROOT),
                timeout=BUILD_TIMEOUT)
+        forget_other_tags("sonatarun", tag)
     return tag
+
+
+def forget_other_tags(repository: str, keep: str) -> None:
+    """Untag images of earlier sources, so a developer's disk does not fill with stale builds."""
+    listed = docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    stale = [t for t in listed if t.split(":", 1)[1].startswith("ctx-") and t != keep]
+    if stale:
+        docker("rmi", *stale, check=False)
 
 
 def ensure_appdir() -> Path:
@@ -101,6 +110,7 @@ def ensure_appdir() -> Path:
     if not image_exists(tag):
         docker("build", "--network", "host", "--target", "appdir-build", "-t", tag, str(ROOT),
                timeout=BUILD_TIMEOUT)
+        forget_other_tags("sonatarun-appdir", tag)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
