@@ -183,8 +183,11 @@ def plan_placement(batches: Sequence[ConnectionBatch], cells: dict[int, Any]) ->
     for pop, group in pops.items():
         tg, eid, ndraw = [], [], []
         for b in group:
-            if len(b) == 0 or preselected(b) is not None:
-                continue
+            if len(b) == 0 or any(c in b.columns for c in ("sec_id", "afferent_section_id")):
+                continue  # one synapse at a given place: no draws
+            if not any(getattr(cells.get(int(g)), "segment_table", None) is not None
+                       for g in np.unique(np.asarray(b.target_gids))):
+                continue  # no detailed target (point cells): nothing to place
             rule = None
             n = np.asarray(b.nsyns, dtype=np.int64).copy()
             ids = b.edge_ids if b.edge_ids is not None else np.arange(len(b))
