@@ -120,9 +120,11 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def run_sonatarun(cfg: Path, out: Path, np: int | None) -> dict:
+def run_sonatarun(cfg: Path, out: Path, np: int | None, threads: int | None = None) -> dict:
     env = dict(os.environ, NEURON_MODULE_OPTIONS="-nogui")
     cmd = [sys.executable, "-c", SONATARUN_CHILD, "run", str(cfg), "--output-dir", str(out)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     if np:
         cmd = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(np), *cmd]
     _, wall, rss, cpu = measured(cmd, cfg.parent, env)
@@ -149,6 +151,8 @@ def main() -> None:
     ap.add_argument("--tstop", type=float, default=3000.0)
     ap.add_argument("--np", type=int, default=None, help="run both under mpiexec -n NP")
     ap.add_argument("--out", type=Path, default=HERE / "generated" / "bionet")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="NEURON threads per rank for sonatarun (BMTK has none); use with --clock wall")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="time phases in CPU seconds (default; robust on a shared machine) or wall seconds")
     args = ap.parse_args()
@@ -165,7 +169,8 @@ def main() -> None:
     res: dict[str, dict] = {}
     for label, cfg in (("reports", "config.reports.json"), ("noreports", "config.noreports.json")):
         res[f"bmtk_{label}"] = run_bmtk(args.out / cfg, args.out / f"out_bmtk_{label}", args.np)
-        res[f"sonatarun_{label}"] = run_sonatarun(args.out / cfg, args.out / f"out_sonatarun_{label}", args.np)
+        res[f"sonatarun_{label}"] = run_sonatarun(args.out / cfg, args.out / f"out_sonatarun_{label}", args.np,
+                                                  args.threads)
 
     b, s = res["bmtk_reports"], res["sonatarun_reports"]
     bn, sn = res["bmtk_noreports"], res["sonatarun_noreports"]
@@ -178,15 +183,17 @@ def main() -> None:
         ("simulate, no reports (s)", bn["simulate"], sn["simulate"], bn["simulate"] / sn["simulate"]),
         ("simulate with/without reports", b["simulate"] / bn["simulate"], s["simulate"] / sn["simulate"], None),
     ]
-    print(f"\nranks: {args.np or 1}; spikes: {spikes_agree(args.out / 'out_bmtk_reports', args.out / 'out_sonatarun_reports')}")
+    agree = spikes_agree(args.out / "out_bmtk_reports", args.out / "out_sonatarun_reports")
+    print(f"\nranks: {args.np or 1}, sonatarun threads: {args.threads or 1}; spikes: {agree}")
     print(f"phase times in {CLOCK} seconds")
     print(f"{'phase':32s} {'BMTK':>10s} {'sonatarun':>10s} {'BMTK/sonatarun':>15s}")
     for name, x, y, r in rows:
         print(f"{name:32s} {x:10.3f} {y:10.3f} {('%.2fx' % r) if r else '':>15s}")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / "bench_bionet.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                          "runs": res}, indent=2))
+    name = f"bench_bionet{'_t' + str(args.threads) if args.threads else ''}.json"
+    (results / name).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                            "runs": res}, indent=2))
 
 
 if __name__ == "__main__":
