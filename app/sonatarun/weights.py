@@ -81,6 +81,12 @@ def default_weight_fnc(edge_props, source, target):
     return edge_props["syn_weight"]
 
 
+@register_weight_function("set_syn_weight")
+def set_syn_weight(edge_props, source, target):
+    """BMTK's built-in (BioNet and PointNet): the edge's syn_weight."""
+    return edge_props["syn_weight"]
+
+
 @register_weight_function("wmax")
 def wmax(edge_props, source, target):
     """BMTK's built-in: the edge's syn_weight used as the maximum weight."""

@@ -44,11 +44,14 @@ def test_neuron_one_rank_per_core_under_slurm(node):
     assert f.command[:5] == ["flux", "run", "--ntasks=8", "--nodes=2", "--cores-per-task=1"]
 
 
-def test_nest_hybrid_and_without_mpi(node):
+def test_nest_is_one_rank_of_threads_with_or_without_mpi(node):
     none = Allocation("none")
     p = make_plan(NEST, topology=node, allocation=none, nest_mpi=True)
-    assert (p.ranks_per_node, p.threads_per_rank, p.launcher) == (4, 4, "mpiexec")  # a rank per NUMA domain
-    assert p.command[-2:] == ["--threads", "4"] and p.env["OMP_NUM_THREADS"] == "4"
+    assert (p.ranks, p.threads_per_rank, p.launcher) == (1, 16, "none")  # the engine runs in one process
+    assert p.command[-2:] == ["--threads", "16"] and p.env["OMP_NUM_THREADS"] == "16"
+    assert any("one process" in r for r in p.reasons)
+    with pytest.raises(InputError, match="one process"):
+        make_plan(NEST, topology=node, allocation=none, nest_mpi=True, np=2)
     w = make_plan(NEST, topology=node, allocation=none, nest_mpi=False)
     assert (w.ranks, w.threads_per_rank, w.launcher) == (1, 16, "none")
     with pytest.raises(InputError, match="without MPI"):

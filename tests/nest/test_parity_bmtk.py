@@ -107,3 +107,28 @@ def test_allen_glif_conversion_is_bmtks(variant):
     for key, value in ref.items():
         assert np.allclose(np.asarray(got.params[key], dtype=float), np.asarray(value, dtype=float), rtol=0,
                            atol=0), key
+
+
+def test_weight_recorder_matches_bmtk(tmp_copy):
+    """BMTK PointNet's weight_recorder report: the same rows, weights within BMTK's 3 decimals."""
+    import pandas as pd
+
+    ex = tmp_copy("point_nest")
+    types = ex / "network" / "cortex_cortex_edge_types.csv"
+    types.write_text(types.read_text().replace(" stdp_synapse ", " stdp_synapse_recorded "))
+    config = ex / "config.simulation.json"
+    raw = json.loads(config.read_text())
+    raw["reports"]["stdp_weights"] = {"module": "weight_recorder", "nest_model": "stdp_synapse",
+                                      "model_template": "stdp_synapse_recorded", "file_name": "stdp_weights.csv"}
+    config.write_text(json.dumps(raw))
+    subprocess.run([sys.executable, str(ex / "run_bmtk.py"), str(config), "--output-dir", str(ex / "ob")],
+                   cwd=ex, check=True, capture_output=True)
+    run_sonatarun("run", str(config), "--output-dir", str(ex / "os"), cwd=ex)
+    a = pd.read_csv(ex / "ob" / "stdp_weights.csv", sep=" ")
+    b = pd.read_csv(ex / "os" / "stdp_weights.csv", sep=" ")
+    assert len(a) > 1000 and list(a.columns) == list(b.columns) and len(a) == len(b)
+    for c in a.columns:
+        if c == "weights":
+            assert np.abs(a[c].to_numpy() - b[c].to_numpy()).max() <= 5e-4
+        else:
+            assert (a[c].to_numpy() == b[c].to_numpy()).all(), c

@@ -3,9 +3,9 @@
 The rules, and why:
 - NEURON parallelises by ranks (one cell set per rank, spike exchange by MPI): one rank
   per physical core; hardware threads share a core's FPU and add nothing.
-- NEST is hybrid: one rank per NUMA domain (or socket) with one thread per core inside
-  it keeps each rank's memory local; a NEST built without MPI gets one rank using every
-  core as a thread, whatever was asked.
+- NEST runs as one rank using every core as a thread: sonatarun's NEST engine builds the
+  whole network in one process (the PyPI wheel has no MPI, and distributing a network over
+  an MPI build's ranks is not implemented), so ranks beyond one are refused.
 - Inside an allocation the scheduler's slot counts win over our own core count: it
   knows the other nodes; we only see this one.
 - ``srun`` inside Slurm (it binds, accounts and forwards signals), ``flux run`` inside Flux,
@@ -199,21 +199,17 @@ def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, t
             rpn, tpr = cores_node, 1
         reasons.append(f"NEURON: one rank per physical core ({rpn} per node), no hardware threads")
     else:
-        if not nest_mpi:
-            rpn, tpr = 1, cores_node
-            reasons.append(f"NEST without MPI (the PyPI wheel): one rank with {tpr} thread(s)")
-            if nodes > 1:
-                reasons.append(f"NEST without MPI cannot use {nodes} nodes: running on the first only")
-                nodes = 1
-        else:
-            per = max(1, min(topo.cores_per_numa, cores_node))
-            rpn, tpr = max(1, cores_node // per), per
-            reasons.append(f"NEST hybrid: one rank per NUMA domain/socket ({rpn} per node) x one thread per "
-                           f"core in it ({tpr})")
+        rpn, tpr = 1, cores_node
+        why = "NEST has MPI, but sonatarun's NEST engine runs in one process" if nest_mpi else \
+            "NEST without MPI (the PyPI wheel)"
+        reasons.append(f"{why}: one rank with {tpr} thread(s)")
+        if nodes > 1:
+            reasons.append(f"NEST runs on one node here: using the first of {nodes}")
+            nodes = 1
     if threads is not None:
         if threads < 1:
             raise InputError("--threads must be at least 1", key="--threads")
-        if engine == "NEST" and not nest_mpi and np is None:
+        if engine == "NEST" and np is None:
             rpn = 1
         elif threads != tpr and np is None:
             rpn = max(1, cores_node // threads)
@@ -222,9 +218,9 @@ def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, t
     if np is not None:
         if np < 1:
             raise InputError("--np must be at least 1", key="--np")
-        if engine == "NEST" and not nest_mpi and np > 1:
-            raise InputError(f"NEST here was built without MPI, so it cannot run {np} ranks", key="--np",
-                             fix="use --threads for NEST, or install a NEST built with MPI")
+        if engine == "NEST" and np > 1:
+            reason = "NEST here was built without MPI" if not nest_mpi else "sonatarun's NEST engine runs in one process"
+            raise InputError(f"{reason}, so it cannot run {np} ranks", key="--np", fix="use --threads for NEST")
         nodes = min(nodes, np)
         rpn = -(-np // nodes)
         reasons.append(f"--np {np} asked: {rpn} rank(s) per node on {nodes} node(s)")

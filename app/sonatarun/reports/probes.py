@@ -1,7 +1,10 @@
 """Config -> ProbeSpec for membrane, multimeter and synapse reports."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sonatarun.engines.base import ProbeSpec
 from sonatarun.errors import ConfigError
@@ -40,3 +43,18 @@ def multimeter(name: str, cfg: dict[str, Any], ctx) -> list[ProbeSpec]:
 
 def synapse(name: str, cfg: dict[str, Any], ctx) -> list[ProbeSpec]:
     return _common(name, cfg, ctx, "synapse", "all")
+
+
+def weight_recorder(name: str, cfg: dict[str, Any], ctx) -> list[ProbeSpec]:
+    """BMTK PointNet's weight_recorder: synapse weights over time to a CSV the engine appends to.
+
+    No compartment writer is paired with it (no variables): the engine writes the CSV rows
+    itself at each block end.
+    """
+    fname = Path(cfg.get("file_name") or f"{name}.csv")
+    path = fname if fname.is_absolute() else (ctx.output_dir or ctx.config.output.output_dir) / fname
+    pops = [[p, int(ctx.circuit.offsets[p]), pop.size] for p, pop in ctx.circuit.nodes.items()]
+    return [ProbeSpec(name=name, kind="weight_recorder", variables=[], population="",
+                      node_ids=np.zeros(0, np.int64), gids=np.zeros(0, np.int64),
+                      options={"nest_model": cfg.get("nest_model"), "model_template": cfg.get("model_template"),
+                               "file": str(path), "populations": pops})]

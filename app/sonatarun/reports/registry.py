@@ -16,6 +16,7 @@ REPORTS: dict[str, str] = {
     "multimeter": "sonatarun.reports.probes:multimeter",
     "netcon_report": "sonatarun.reports.probes:synapse",
     "syn_report": "sonatarun.reports.probes:synapse",
+    "weight_recorder": "sonatarun.reports.probes:weight_recorder",
 }
 
 

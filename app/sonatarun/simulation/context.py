@@ -18,6 +18,7 @@ class BuildContext:
     circuit: Circuit
     rank: int
     size: int
+    output_dir: Path | None = None  # where the run writes (reports that write their own files need it)
 
     def owned(self, gids: np.ndarray) -> np.ndarray:
         """Mask of the gids this rank hosts (round-robin by gid, as BMTK and neurodamus do)."""

@@ -60,7 +60,7 @@ class Simulation:
         engines.get(self.engine_name)  # unknown simulator fails here, before any work
         self.output_dir = Path(self.options.output_dir).absolute() if self.options.output_dir else \
             config.output.output_dir.absolute()
-        self.ctx = BuildContext(config, self.circuit, self.comm.rank, self.comm.size)
+        self.ctx = BuildContext(config, self.circuit, self.comm.rank, self.comm.size, self.output_dir)
         self._plan: dict[str, Any] | None = None
 
     @classmethod
