@@ -62,10 +62,11 @@ ARG DEBIAN_FRONTEND=noninteractive
 ARG PARALLEL_HDF5=1
 ARG NEST_FROM_SOURCE=0
 ARG NEST_VERSION=3.10.0
-# Dependencies first, keyed only on pyproject.toml and containers/constraints.txt, so editing the
-# package's code rebuilds in seconds.
+# Dependencies first, keyed only on pyproject.toml, containers/constraints.txt and build-nest.sh, so
+# editing the package's code or the container scripts rebuilds in seconds.
 RUN --mount=type=bind,source=pyproject.toml,target=/tmp/ctx/pyproject.toml \
-    --mount=type=bind,source=containers,target=/tmp/ctx/containers \
+    --mount=type=bind,source=containers/constraints.txt,target=/tmp/ctx/containers/constraints.txt \
+    --mount=type=bind,source=containers/build-nest.sh,target=/tmp/ctx/containers/build-nest.sh \
     --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     set -eu; \
     apt-get update; \

@@ -1,4 +1,4 @@
-# Sourced (POSIX sh) by the image's entrypoint and by Singularity's %environment.
+# Sourced (POSIX sh) by the image's entrypoint, by Singularity's %environment and by the AppDir's AppRun.
 #
 # The hybrid MPI model: the image carries MPICH (libmpich.so.12, the MPICH ABI). To run on a
 # cluster's interconnect, bind the host's MPICH-ABI library (MPICH, Cray MPICH, Intel MPI,
@@ -7,7 +7,8 @@
 # dlopens MPI4PY_LIBMPI) and a parallel h5py (linked to libmpich.so.12, found through a directory
 # of symlinks put first on LD_LIBRARY_PATH; the loader sees the same file and keeps one copy).
 # Without it one process would hold two MPIs.
-_sonatarun_default_mpi=/opt/sonatarun/mpi/lib/libmpi.so.12
+# SONATARUN_DEFAULT_MPI: the library the image (or AppDir) ships, which needs no alignment.
+_sonatarun_default_mpi="${SONATARUN_DEFAULT_MPI:-/opt/sonatarun/mpi/lib/libmpi.so.12}"
 if [ -n "${MPI_LIB_NRN_PATH:-}" ] && [ "$MPI_LIB_NRN_PATH" != "$_sonatarun_default_mpi" ]; then
     if [ -r "$MPI_LIB_NRN_PATH" ]; then
         if [ "${MPI4PY_LIBMPI:-$_sonatarun_default_mpi}" = "$_sonatarun_default_mpi" ]; then
@@ -21,7 +22,7 @@ if [ -n "${MPI_LIB_NRN_PATH:-}" ] && [ "$MPI_LIB_NRN_PATH" != "$_sonatarun_defau
         # Loaded through a symlink, the library's RUNPATH $ORIGIN points at the symlink's folder: put
         # the folders where its dependencies really are (as ldd finds them from the real path) on the
         # path too. Only non-system folders; the system ones are searched anyway.
-        _sonatarun_deps=$(ldd "$MPI_LIB_NRN_PATH" 2> /dev/null | awk '/=> \// {print $3}' |
+        _sonatarun_deps=$(LD_LIBRARY_PATH= ldd "$MPI_LIB_NRN_PATH" 2> /dev/null | awk '/=> \// {print $3}' |
             while read -r _f; do dirname "$_f"; done | sort -u |
             grep -Ev '^/(usr/)?lib(64)?(/[a-z0-9_]+-linux-gnu)?$' | paste -sd: -)
         export LD_LIBRARY_PATH="$_sonatarun_mpi_dir${_sonatarun_deps:+:$_sonatarun_deps}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

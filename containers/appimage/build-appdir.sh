@@ -93,6 +93,7 @@ find "$APPDIR/usr/share/sonatarun/cache" -name '*.lock' -delete
 
 # 7. Entry point, desktop integration.
 install -m 0755 "$SRC/containers/appimage/AppRun" "$APPDIR/AppRun"
+install -m 0644 "$SRC/containers/mpi-env.sh" "$APPDIR/usr/share/sonatarun/mpi-env.sh"
 install -m 0644 "$SRC/containers/appimage/sonatarun.desktop" "$APPDIR/sonatarun.desktop"
 install -m 0644 "$SRC/containers/appimage/sonatarun.svg" "$APPDIR/sonatarun.svg"
 ln -s sonatarun.svg "$APPDIR/.DirIcon"

@@ -111,8 +111,8 @@ def ensure_appdir() -> Path:
         docker("build", "--network", "host", "--target", "appdir-build", "-t", tag, str(ROOT),
                timeout=BUILD_TIMEOUT)
         forget_other_tags("sonatarun-appdir", tag)
-    if out.exists():
-        shutil.rmtree(out)
+    for stale in out.parent.glob("appdir-*"):  # AppDirs of earlier sources
+        shutil.rmtree(stale, ignore_errors=True)
     out.mkdir(parents=True)
     name = f"sonatarun-appdir-{key}-{os.getpid()}"
     docker("create", "--name", name, tag, "true")
