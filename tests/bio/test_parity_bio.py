@@ -180,9 +180,6 @@ def _build_mixed(base: Path) -> Path:
 
 
 @pytest.mark.bmtk
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="simulation/network.py cell_batches drops node types with a NULL model_processing "
-                          "(pandas groupby dropna); remove this mark when fixed (strict: it fails once fixed)")
 def test_mixed_detailed_point_and_virtual_matches_bmtk(tmp_path):
     need(importlib.util.find_spec("bmtk") is not None, "bmtk (pip install bmtk) for the parity reference")
     config = _build_mixed(tmp_path / "mixed")

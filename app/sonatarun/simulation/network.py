@@ -80,7 +80,7 @@ def cell_batches(config: SimulationConfig, circuit: Circuit, owned, params: Para
             continue
         keys = ["node_type_id", "model_type"] + [c for c in ("model_template", "dynamics_params",
                                                            "model_processing") if c in local.columns]
-        grouped = local.groupby([local[k].astype(str) for k in keys], sort=False)
+        grouped = local.groupby([local[k].astype(str) for k in keys], sort=False, dropna=False)
         for _, frame in grouped:
             first = frame.iloc[0]
             model_type = str(first["model_type"])
