@@ -148,6 +148,8 @@ RUN --mount=type=bind,target=/src \
     install -d -o sonata -g sonata /data; \
     python -c "import mpi4py.MPI, h5py, neuron, nest, sonatarun" > /dev/null 2>&1
 ENV SONATARUN_CACHE=/opt/sonatarun/cache
+# read-only copy of the precompiled mechanisms, still found when SONATARUN_CACHE points elsewhere
+ENV SONATARUN_SYSTEM_CACHE=/opt/sonatarun/cache
 ENV OMP_NUM_THREADS=1
 LABEL org.opencontainers.image.title="sonatarun"
 LABEL org.opencontainers.image.description="Run SONATA brain-network models on NEURON and NEST with MPI"

@@ -6,11 +6,12 @@ NPROC ?= $(shell nproc 2>/dev/null || echo 1)
 DEMO ?= examples/ring_intfire/config.simulation.json
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean help
+.PHONY: setup demo test image clean help
 
 help:
 	@echo "make demo   set up .venv and run the flagship example on all $(NPROC) local cores"
 	@echo "make test   set up .venv and run the whole test suite"
+	@echo "make image  start Docker (Debian's docker.io) and build the sonatarun image"
 
 $(VENV)/.installed: pyproject.toml launchers/setup-host.sh
 	bash launchers/setup-host.sh
@@ -28,6 +29,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+image:
+	bash .ci/setup-docker.sh
+	DOCKER_BUILDKIT=1 /usr/bin/docker build --network host -t sonatarun:latest .
 
 clean:
 	rm -rf $(VENV) output build *.egg-info

@@ -43,17 +43,23 @@ def find_libmpi() -> str | None:
 
 
 def loaded_libmpi() -> str | None:
-    """Path of the MPI library this process has mapped (the one mpi4py chose)."""
+    """Path of the MPI library this process has mapped (the one mpi4py chose).
+
+    If several are mapped (a system MPI pulled in by another library), the one in this
+    environment's prefix wins: that is where mpi4py looks first.
+    """
+    found: list[str] = []
     try:
         with open("/proc/self/maps") as fh:
             for line in fh:
                 path = line.split()[-1] if line.strip() else ""
-                name = os.path.basename(path)
-                if name.startswith(("libmpi.so", "libmpich.so", "libmpi_abi.so")):
-                    return path
+                if os.path.basename(path).startswith(("libmpi.so", "libmpich.so", "libmpi_abi.so")) \
+                        and path not in found:
+                    found.append(path)
     except OSError:
-        pass
-    return None
+        return None
+    own = [p for p in found if p.startswith(os.path.join(sys.prefix, ""))]
+    return (own or found or [None])[0]
 
 
 def _share_libmpi_with_neuron() -> None:

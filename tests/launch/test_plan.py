@@ -24,7 +24,8 @@ def node(tmp_path):
     return detect_topology(tmp_path / "root")
 
 
-def test_neuron_one_rank_per_core_under_slurm(node):
+def test_neuron_one_rank_per_core_under_slurm(node, monkeypatch):
+    monkeypatch.delenv("MPI_LIB_NRN_PATH", raising=False)  # found, not inherited from an earlier test
     alloc = detect_scheduler({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "32", "SLURM_JOB_NUM_NODES": "2",
                               "SLURM_TASKS_PER_NODE": "16(x2)", "SLURM_JOB_NODELIST": "n[1-2]"})
     p = make_plan(RING, topology=node, allocation=alloc, extra=["--output-dir", "out"])

@@ -105,6 +105,9 @@ def wrap(spec: ContainerSpec, inner: list[str], *, binds: list[str], env_names: 
         for b in uniq:
             cmd.append(f"--volume={b}:{b}")
         for name in env_names:
+            if name == "MPI_LIB_NRN_PATH" and not any(
+                    os.environ.get(name, "").startswith(u.rstrip("/") + "/") for u in uniq):
+                continue  # a host library that is not bound in would only confuse the image's own MPI
             cmd += ["-e", name]
         # The command follows the image name: sonatarun's image ENTRYPOINT (containers/entrypoint.sh) sets up
         # its MPI environment and then runs `mpiexec ...`/`sonatarun ...` as given; an image without an

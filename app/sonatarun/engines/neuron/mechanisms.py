@@ -26,6 +26,12 @@ def cache_root() -> Path:
     return Path(root) / "mechanisms"
 
 
+def system_caches() -> list[Path]:
+    """Read-only caches searched before compiling (``SONATARUN_SYSTEM_CACHE``, colon separated):
+    an image's precompiled mechanisms stay usable when the image itself is read-only (Apptainer)."""
+    return [Path(p) / "mechanisms" for p in os.environ.get("SONATARUN_SYSTEM_CACHE", "").split(":") if p]
+
+
 def mod_files(directory: Path) -> list[Path]:
     """The .mod files of a mechanisms dir (BMTK keeps them in `modfiles/` below it)."""
     directory = Path(directory)
@@ -64,7 +70,12 @@ def build(directory: Path, *, log=None) -> Path:
     if not files:
         raise EngineError("no .mod files found", file=directory, key="components.mechanisms_dir",
                           fix="point mechanisms_dir at a folder holding .mod files (or modfiles/*.mod)")
-    target = cache_root() / content_key(files)
+    key = content_key(files)
+    for cache in system_caches():
+        lib = _library(cache / key)
+        if lib:
+            return lib
+    target = cache_root() / key
     lib = _library(target)
     if lib:
         return lib
