@@ -19,7 +19,6 @@ writes never change metadata, and a kill in the middle of a block leaves it read
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from sonatarun.errors import OutputError
 from sonatarun.io import exchange
+from sonatarun.io.durable import fsync_path
 from sonatarun.io.h5path import PARALLEL, choose_io_path, open_h5
 from sonatarun.io.slab import create_fixed, write_rows
 from sonatarun.mpi import Comm
@@ -313,11 +313,7 @@ class CompartmentReportWriter:
         self._file.close()
         self._file = None
         if sync and (self.io_path == PARALLEL or self.comm.rank in self._writers):
-            fd = os.open(self.h5_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(self.h5_path)
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:

@@ -14,12 +14,12 @@ costs one read, one all-to-all and one write of the data, whatever the number of
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from sonatarun.io import exchange
+from sonatarun.io.durable import replace_durably
 from sonatarun.io.h5path import PARALLEL, open_h5
 from sonatarun.io.slab import create_fixed, write_rows
 from sonatarun.mpi import Comm
@@ -116,15 +116,5 @@ def rewrite_sorted(h5_path: Path, comm: Comm, io_path: str, counts: dict[str, in
             dst.close()
     comm.barrier()
     if rank == 0:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, h5_path)
-        dfd = os.open(h5_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        replace_durably(tmp, h5_path)
     comm.barrier()

@@ -37,6 +37,7 @@ import numpy as np
 
 from sonatarun.errors import ConfigError, OutputError
 from sonatarun.io import exchange
+from sonatarun.io.durable import fsync_path
 from sonatarun.io.h5path import PARALLEL, choose_io_path, open_h5
 from sonatarun.io.slab import create_growable, write_rows
 from sonatarun.mpi import Comm
@@ -226,11 +227,7 @@ class SpikeWriter:
     def _fsync(self) -> None:
         if self.io_path == PARALLEL or self.comm.rank in self._writers:
             for target in (self.h5_path, self._shadow):
-                fd = os.open(target, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_path(target)
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:

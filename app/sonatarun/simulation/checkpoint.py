@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sonatarun.errors import OutputError
+from sonatarun.io.durable import fsync_path, replace_durably
 from sonatarun.mpi import Comm
 
 EXIT_CHECKPOINTED = 75  # EX_TEMPFAIL: "try again" — what a batch script requeues on
@@ -34,30 +35,14 @@ DEFAULT_WALL_INTERVAL = 600.0  # under a batch scheduler with no interval given:
 def fsync_tree(root: Path) -> None:
     for dirpath, _, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    replace_durably(tmp, path)
 
 
 def fingerprint(config_raw: dict[str, Any]) -> str:

@@ -96,6 +96,16 @@ class _RecordingProbe(Probe):
         if self._native:
             self._seen = 1  # the recorder does not keep the initial state
 
+    def _set_mapping(self, spec: ProbeSpec, node_ids: list[int], counts: list[int], elem: list[int],
+                     pos: list[float], groups: list) -> None:
+        """The column mapping the report writer needs, then the recorders attached in that order."""
+        self.node_ids = np.asarray(node_ids, dtype=np.uint64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.element_ids = np.asarray(elem, dtype=np.uint32)
+        self.element_pos = np.asarray(pos, dtype=np.float64)
+        self.units = units_of(spec.variables[0]) if spec.variables else ""
+        self._attach(groups, spec.variables)
+
     def _select(self, n_new: int) -> np.ndarray:
         s = np.arange(self._seen, self._seen + n_new)
         k = s - 1  # BMTK's tstep of that sample
@@ -197,12 +207,7 @@ class MembraneProbe(_RecordingProbe):
                 elem.append(s)
                 pos.append(x)
             groups.append((cell, [seg for _s, _x, seg in cell_segs]))
-        self.node_ids = np.asarray(node_ids, dtype=np.uint64)
-        self.counts = np.asarray(counts, dtype=np.int64)
-        self.element_ids = np.asarray(elem, dtype=np.uint32)
-        self.element_pos = np.asarray(pos, dtype=np.float64)
-        self.units = units_of(spec.variables[0]) if spec.variables else ""
-        self._attach(groups, spec.variables)
+        self._set_mapping(spec, node_ids, counts, elem, pos, groups)
 
 
 class SynapseProbe(_RecordingProbe):
@@ -228,12 +233,7 @@ class SynapseProbe(_RecordingProbe):
                 elem.append(s)
                 pos.append(x)
             groups.append((cell, [syn for _s, _x, syn in mine]))
-        self.node_ids = np.asarray(node_ids, dtype=np.uint64)
-        self.counts = np.asarray(counts, dtype=np.int64)
-        self.element_ids = np.asarray(elem, dtype=np.uint32)
-        self.element_pos = np.asarray(pos, dtype=np.float64)
-        self.units = units_of(spec.variables[0]) if spec.variables else ""
-        self._attach(groups, spec.variables)
+        self._set_mapping(spec, node_ids, counts, elem, pos, groups)
 
 
 def _as_slice(rows: np.ndarray) -> Any:
