@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NPROC ?= $(shell nproc 2>/dev/null || echo 1)
-DEMO ?= examples/ring_intfire/config.simulation.json
+DEMO ?= examples/bio_network/config.simulation.json
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test image clean help
@@ -26,6 +26,7 @@ demo: setup
 	@rm -rf output/demo
 	$(VENV)/bin/sonatarun launch $(DEMO) --np $(NPROC) -- --output-dir output/demo
 	$(VENV)/bin/sonatarun summary output/demo
+	$(VENV)/bin/sonatarun plot output/demo
 
 test: setup
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
