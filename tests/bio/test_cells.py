@@ -76,9 +76,14 @@ for i, tmpl in enumerate(("hoc:MyCell", "ctdb:Biophys1.hoc")):
     cells[100 + i] = BiophysicalBuilder().build(b, settings)[0]
 same = [np.array_equal(cells[100].segment_table.area, cells[101].segment_table.area)]
 keep = stimuli.apply(VoltageClamp("vc", np.array([101]), [float("nan"), -40.0], [20.0, 30.0], rs=0.01), cells, settings)
-vh, vc = h.Vector().record(cells[100].soma(0.5)._ref_v), h.Vector().record(cells[101].soma(0.5)._ref_v)
-h.dt = 0.025; h.celsius = 20; h.finitialize(-70); h.continuerun(60)
-vh, vc = vh.as_numpy(), vc.as_numpy()
+# sampled by hand each step (a test, not a run): an intermittent NEURON 9 glitch left a 0.0 in a
+# Vector.record of this script now and then, which is not what this test is about
+h.dt = 0.025; h.celsius = 20; h.finitialize(-70)
+vh, vc = [cells[100].soma(0.5).v], [cells[101].soma(0.5).v]
+while h.t < 60 - h.dt / 2:
+    h.fadvance()
+    vh.append(cells[100].soma(0.5).v); vc.append(cells[101].soma(0.5).v)
+vh, vc = np.array(vh), np.array(vc)
 report["hoc_equal"] = bool(same[0] and np.allclose(vh[:790], vc[:790]))
 report["clamped"] = float(vc[int(45 / 0.025)])
 report["released_differs"] = float(abs(vc[-1] - vh[-1]))
