@@ -187,6 +187,8 @@ class Engine(ABC):
     """A simulator backend. One instance per process; built once, advanced in blocks."""
 
     name: ClassVar[str]
+    # False: the engine cannot save its state; the simulation layer then resumes by replay
+    supports_checkpoints: ClassVar[bool] = True
 
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         self.settings = settings

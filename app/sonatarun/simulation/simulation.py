@@ -82,11 +82,13 @@ class Simulation:
         if self._plan is None:
             params = ParamFiles(self.config)
             owned = self.ctx.owned
-            from sonatarun.simulation.weights import weight_function_applier
+            from functools import partial
+
+            from sonatarun.weights import apply_weight_functions
 
             cells = cell_batches(self.config, self.circuit, owned, params)
             conns = connection_batches(self.config, self.circuit, owned, params,
-                                       weight_fn=weight_function_applier(self.config, self.circuit))
+                                       weight_fn=partial(apply_weight_functions, self.config, self.circuit))
             stimuli: list[Any] = []
             src = self.config.source_of("inputs")
             for name, cfg in self.config.inputs.items():
@@ -281,7 +283,7 @@ class Simulation:
 
     def _engine_saver(self, engine):
         """Native state save when the engine has one; else a replay record (see `_replay`)."""
-        if getattr(engine, "supports_checkpoints", True):
+        if engine.supports_checkpoints:
             return None
         settings = self.settings()
         return lambda directory: {"replay": True, "threads": settings.threads, "seed": settings.seed,
