@@ -1,7 +1,9 @@
 """Report registry: `module` of a `reports` entry -> builder of a ProbeSpec.
 
 A builder is ``fn(name, cfg, ctx) -> list[ProbeSpec]`` (one per population). The
-simulation loop pairs each probe with a compartment-report writer.
+simulation loop pairs each probe with a compartment-report writer, unless the probe's
+kind is in ``WRITERS``: reports with their own file layout name a factory
+``fn(spec, probe, comm) -> {drain key: writer}`` there.
 """
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ REPORTS: dict[str, str] = {
     "netcon_report": "sonatarun.reports.probes:synapse",
     "syn_report": "sonatarun.reports.probes:synapse",
     "weight_recorder": "sonatarun.reports.probes:weight_recorder",
+    "extracellular": "sonatarun.reports.ecp:extracellular",
+}
+
+WRITERS: dict[str, str] = {
+    "extracellular": "sonatarun.reports.ecp:writers",
 }
 
 
@@ -32,5 +39,14 @@ def builder(name: str, cfg: dict[str, Any], *, file: Any = None) -> Callable | N
     if target is None:
         raise ConfigError(f"unknown report module '{module}'", file=file, key=f"reports.{name}.module",
                           fix=f"use one of: {', '.join(sorted(REPORTS))}")
+    mod, fn = target.split(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def writers_for(kind: str) -> Callable | None:
+    """The writer factory of a probe kind with its own file layout; None for compartment reports."""
+    target = WRITERS.get(kind)
+    if target is None:
+        return None
     mod, fn = target.split(":")
     return getattr(importlib.import_module(mod), fn)

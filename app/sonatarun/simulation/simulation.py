@@ -320,6 +320,10 @@ class Simulation:
 
         out = []
         for rcfg, spec, probe in probes:
+            own = reports.writers_for(spec.kind)
+            if own is not None:  # a report with its own file layout (extracellular)
+                out.append(own(spec, probe, self.comm))
+                continue
             writers = {}
             for var in spec.variables:
                 base = rcfg.get("file_name") or f"{spec.name}.h5"

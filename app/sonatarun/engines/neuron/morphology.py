@@ -74,6 +74,9 @@ class SectionShape:
     child_x: float
     points: np.ndarray  # (n, 4): x, y, z, diam
     vectors: Any = field(default=None, repr=False)
+    # Import3d's logical connection point (pt3dstyle) of sections attached to the soma: it stops
+    # define_shape from translating the section onto its parent, so the coordinates stay the file's
+    logical: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -119,7 +122,7 @@ class MorphologyTemplate:
             parent = index.get(pseg.sec, -1) if pseg is not None else -1
             shapes.append(SectionShape(stype, counts.get(stype, 0), parent,
                                        float(pseg.x) if pseg is not None else 0.0,
-                                       float(sec.orientation()), pts))
+                                       float(sec.orientation()), pts, logical=_logical_connection(sec)))
             counts[stype] = counts.get(stype, 0) + 1
         axon_diams = None
         if counts.get("axon"):
@@ -149,11 +152,24 @@ class MorphologyTemplate:
                     p = shape.points
                     shape.vectors = (h.Vector(p[:, 0]), h.Vector(p[:, 1]), h.Vector(p[:, 2]), h.Vector(p[:, 3]))
                 h.pt3dadd(*shape.vectors, sec=sec)
+            if shape.logical is not None:
+                h.pt3dstyle(1, *shape.logical, sec=sec)
             if shape.parent >= 0 and shape.parent in mapping:
                 sec.connect(mapping[shape.parent](shape.parent_x), shape.child_x)
             mapping[i] = sec
             created.append(sec)
         return created
+
+
+def _logical_connection(sec: Any) -> tuple[float, float, float] | None:
+    """The section's pt3dstyle logical connection point, if Import3d set one."""
+    from neuron import h
+
+    if not int(h.pt3dstyle(sec=sec)):
+        return None
+    x, y, z = h.ref(0.0), h.ref(0.0), h.ref(0.0)
+    h.pt3dstyle(1, x, y, z, sec=sec)
+    return float(x[0]), float(y[0]), float(z[0])
 
 
 class MorphologyCache:

@@ -262,5 +262,9 @@ def create(spec: ProbeSpec, cells: dict[int, Any], settings: RunSettings) -> Pro
         return MembraneProbe(spec, cells, settings)
     if kind in ("synapse", "syn_report", "netcon_report"):
         return SynapseProbe(spec, cells, settings)
+    if kind == "extracellular":
+        from sonatarun.engines.neuron.ecp import EcpProbe
+
+        return EcpProbe(spec, cells, settings)
     raise EngineError(f"the NEURON engine does not record '{spec.kind}' reports", key=f"reports.{spec.name}",
-                      fix="use membrane_report, syn_report or netcon_report")
+                      fix="use membrane_report, syn_report, netcon_report or extracellular")
