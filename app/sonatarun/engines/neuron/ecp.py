@@ -21,6 +21,7 @@ lower ``run.nsteps_block`` if that is too much for very large ranks.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -29,9 +30,11 @@ import numpy as np
 from sonatarun.engines.base import ProbeSpec, RunSettings
 from sonatarun.engines.neuron.geometry import GeometryCache, SegmentGeometry
 from sonatarun.engines.neuron.probes import _RecordingProbe, _as_slice, _ref
+from sonatarun.errors import EngineError
 
 SIGMA = 0.3  # S/m: BMTK's fixed extracellular conductivity
 _CHUNK_VALUES = 1 << 21  # electrodes x segments per temporary in transfer_matrix (~16 MB each)
+BUFFER_WARN_BYTES = 2 << 30  # block buffers above this per rank get a warning
 
 
 def transfer_matrix(electrodes: np.ndarray, geo: SegmentGeometry, minimum_distance: Any = None) -> np.ndarray:
@@ -95,7 +98,11 @@ class EcpProbe(_RecordingProbe):
             cell = cells.get(int(gid))
             if cell is None or getattr(cell, "segment_table", None) is None:
                 continue  # another rank's cell, or not a detailed one (BMTK: biophysical cells only)
-            geo = geometry.get(cell).placed(positions[i], angles[i])
+            try:
+                geo = geometry.get(cell).placed(positions[i], angles[i])
+            except ValueError as exc:
+                raise EngineError(f"cell {cell.population}:{cell.node_id}: {exc}", key=f"reports.{spec.name}.cells",
+                                  fix="give the cell's sections 3-d points (a morphology file)") from None
             self._transfers.append(transfer_matrix(self.electrodes, geo, opts.get("minimum_distance")))
             segs = [seg for sec in cell.sections for seg in sec]  # BMTK's set_im_ptr order
             node_ids.append(int(nid))
@@ -110,6 +117,12 @@ class EcpProbe(_RecordingProbe):
         self.units = "mV"
         for cell, segs in groups:  # fail early, naming the report, if fast imem were unavailable
             _ref(segs[0], "i_membrane_", spec.name)
+        buffered = self._block_steps * int(self.counts.sum()) * 8
+        if buffered > BUFFER_WARN_BYTES:
+            logging.getLogger("sonatarun").warning(
+                "extracellular report '%s': %.1f GB of membrane-current buffers on this rank (run.nsteps_block "
+                "%d x %d segments x 8 bytes); lower run.nsteps_block to use less", spec.name, buffered / 1e9,
+                self._block_steps, int(self.counts.sum()))
         self._attach(groups, ["i_membrane_"])
 
     def _per_cell(self) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -141,6 +141,10 @@ class GeometryCache:
         key = id(table) if table is not None else id(cell)
         hit = self._by_table.get(key)
         if hit is None or hit[0] is not (table if table is not None else cell):
+            if any(int(sec.n3d()) == 0 for sec in cell.sections):
+                from neuron import h
+
+                h.define_shape()  # stylised sections (hoc templates) get NEURON's default layout
             geo = SegmentGeometry.from_sections(cell.sections, cell.cell.of_type("soma"))
             hit = (table if table is not None else cell, geo)
             self._by_table[key] = hit
