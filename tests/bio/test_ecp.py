@@ -209,3 +209,21 @@ def test_bad_ecp_report_is_refused(network, tmp_path, change, key):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"key '{key}'" in proc.stderr + proc.stdout
     assert not out.exists()
+
+
+@pytest.mark.bmtk
+def test_electrode_on_a_segment_axis_is_named(network, tmp_path):
+    """Electrode 2 sits at the origin, on the soma of the node with no position columns: without
+    minimum_distance the line-source potential there is infinite (in BMTK too); the run says so."""
+    cfg = json.loads(network.read_text())
+    cfg["reports"]["ecp"].pop("minimum_distance")
+    cfg["reports"]["ecp"].pop("contributions_dir")
+    path = network.parent / f"axis_{tmp_path.name}.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    proc = run_sonatarun("run", str(path), "--output-dir", str(out), cwd=network.parent)
+    assert "extracellular report 'ecp': electrode(s) [2] lie on the axis of a segment of cell bio:3" in proc.stdout
+    assert "set minimum_distance" in proc.stdout
+    data = _ecp(out / "ecp.h5")["data"]
+    finite = np.isfinite(data).all(axis=0)
+    assert finite.tolist() == [i != 2 for i in range(len(ELECTRODES))]

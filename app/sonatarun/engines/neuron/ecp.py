@@ -53,22 +53,28 @@ def transfer_matrix(electrodes: np.ndarray, geo: SegmentGeometry, minimum_distan
     nseg = r05.shape[1]
     out = np.empty((len(electrodes), nseg))
     step = max(1, _CHUNK_VALUES // max(nseg, 1))
-    for e0 in range(0, len(electrodes), step):
-        pos = electrodes[e0:e0 + step].T  # (3, k)
-        rel_05 = pos[:, :, None] - r05[:, None, :]  # (3, k, nseg)
-        r2 = np.einsum("ijk,ijk->jk", rel_05, rel_05)
-        rlldl = np.einsum("ijk,ik->jk", rel_05, dl)
-        rll = abs(rlldl / dlmag)
-        rT2 = r2 - rll ** 2
-        up = rll + dlmag / 2
-        low = rll - dlmag / 2
-        if minimum_distance:
-            np.fmax(rT2, rm * rm, out=rT2, where=low < rm)
-        num = up + np.sqrt(up ** 2 + rT2)
-        den = low + np.sqrt(low ** 2 + rT2)
-        out[e0:e0 + step] = np.log(num / den) / dlmag
+    with np.errstate(divide="ignore", invalid="ignore"):  # on-axis electrodes: reported by the caller
+        for e0 in range(0, len(electrodes), step):
+            _line_source(electrodes[e0:e0 + step].T, r05, dl, dlmag, minimum_distance, rm, out[e0:e0 + step])
     out *= 1 / (4 * math.pi * SIGMA)
     return out
+
+
+def _line_source(pos: np.ndarray, r05: np.ndarray, dl: np.ndarray, dlmag: np.ndarray, minimum_distance: Any,
+                 rm: Any, out: np.ndarray) -> None:
+    """BMTK's formula for electrodes `pos` (3, k) into `out` (k, nseg), before the 1/(4 pi sigma) factor."""
+    rel_05 = pos[:, :, None] - r05[:, None, :]  # (3, k, nseg)
+    r2 = np.einsum("ijk,ijk->jk", rel_05, rel_05)
+    rlldl = np.einsum("ijk,ik->jk", rel_05, dl)
+    rll = abs(rlldl / dlmag)
+    rT2 = r2 - rll ** 2
+    up = rll + dlmag / 2
+    low = rll - dlmag / 2
+    if minimum_distance:
+        np.fmax(rT2, rm * rm, out=rT2, where=low < rm)
+    num = up + np.sqrt(up ** 2 + rT2)
+    den = low + np.sqrt(low ** 2 + rT2)
+    out[:] = np.log(num / den) / dlmag
 
 
 class EcpProbe(_RecordingProbe):
@@ -103,7 +109,15 @@ class EcpProbe(_RecordingProbe):
             except ValueError as exc:
                 raise EngineError(f"cell {cell.population}:{cell.node_id}: {exc}", key=f"reports.{spec.name}.cells",
                                   fix="give the cell's sections 3-d points (a morphology file)") from None
-            self._transfers.append(transfer_matrix(self.electrodes, geo, opts.get("minimum_distance")))
+            tr = transfer_matrix(self.electrodes, geo, opts.get("minimum_distance"))
+            if not np.all(np.isfinite(tr)):
+                bad = sorted(set(np.nonzero(~np.isfinite(tr))[0].tolist()))
+                logging.getLogger("sonatarun").warning(
+                    "extracellular report '%s': electrode(s) %s lie on the axis of a segment of cell %s:%s, where "
+                    "the line-source potential is infinite (BMTK gives the same non-finite values); set "
+                    "minimum_distance (e.g. \"auto\") or move the electrode", spec.name, bad, cell.population,
+                    cell.node_id)
+            self._transfers.append(tr)
             segs = [seg for sec in cell.sections for seg in sec]  # BMTK's set_im_ptr order
             node_ids.append(int(nid))
             gids.append(int(gid))
@@ -156,7 +170,8 @@ class EcpProbe(_RecordingProbe):
         total = np.zeros((n, self.n_electrodes))
         contrib = np.empty((n, len(currents) * self.n_electrodes)) if self.contributions else None
         for j, (im, tr) in enumerate(zip(currents, self._transfers)):
-            ecp = im @ tr.T  # (n, n_electrodes)
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite columns were warned about
+                ecp = im @ tr.T  # (n, n_electrodes)
             total += ecp
             if contrib is not None:
                 contrib[:, j * self.n_electrodes:(j + 1) * self.n_electrodes] = ecp
