@@ -18,7 +18,7 @@ from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, En
                                     RunSettings, SpikeTrains)
 from sonatarun.engines.nest import build, kernel, recorders
 from sonatarun.engines.nest.models import resolve_model
-from sonatarun.engines.nest.recorders import MultimeterProbe, SpikeRecorder
+from sonatarun.engines.nest.recorders import TAP_RECEPTOR, MultimeterProbe, SpikeRecorder, SpikeTap, can_tap
 from sonatarun.engines.nest.weight_recorder import WeightRecorderProbe, recorded_template
 from sonatarun.engines.registry import register
 from sonatarun.errors import EngineError
@@ -53,7 +53,9 @@ class NestEngine(Engine):
         self._generators: set[int] = set()             # nest ids of the spike generators
         self._played: dict[int, np.ndarray] = {}       # nest id -> spike times given so far
         self._recordables: list[tuple[int, int, set[str]]] = []  # (first id, last id, recordables)
+        self._models: list[str] = []                   # NEST model of each entry of _neurons
         self._recorder: SpikeRecorder | None = None
+        self._spike_sources: list[SpikeRecorder | SpikeTap] = []
         self._recorder_connected = False
         self._pending: dict[str, list[ConnectionBatch]] = {}  # edges waiting for a weight_recorder's model
         self._probes_other: list[Probe] = []
@@ -117,12 +119,14 @@ class NestEngine(Engine):
     # -- model ---------------------------------------------------------------
     def build_cells(self, batches: list[CellBatch]) -> None:
         n_nodes = sum(len(b) for b in batches)
-        if self._recorder is None and int(self.settings.threads or 1) == 1 and \
+        untappable = any(resolve_model(b).name not in TAP_RECEPTOR for b in batches if not build.is_virtual(b))
+        if self._recorder is None and untappable and int(self.settings.threads or 1) == 1 and \
                 n_nodes >= recorders.HPC_MAX_LOCAL_INDEX:
-            # Large single-thread network: the recorder goes first so the cheap synapse can
-            # address it (see recorders.py); one thread updates and delivers in the same order
-            # whatever the absolute node ids, so spikes stay BMTK's. With several threads the
-            # node ids decide the thread of each neuron: keep BMTK's ids there.
+            # Large single-thread network with cells the spike tap cannot serve: the recorder
+            # goes first so the cheap synapse can address it (see recorders.py); one thread
+            # updates and delivers in the same order whatever the absolute node ids, so spikes
+            # stay BMTK's. With several threads the node ids decide the thread of each neuron:
+            # keep BMTK's ids there.
             self._recorder = SpikeRecorder(self.nest, self.gid_map, local_index=0)
         for batch in build.order_cell_batches(batches):
             if len(batch) == 0:
@@ -134,19 +138,41 @@ class NestEngine(Engine):
             ids = build.node_ids_of(nodes)
             self.gid_map.add(batch.gids, ids)
             self._neurons.append(nodes)
+            self._models.append(resolve_model(batch).name)
             self._recordables.append((int(ids[0]), int(ids[-1]), set(nodes[0].get("recordables"))))
             self.stats["cells"] += len(batch)
 
     def _connect_recorder(self) -> None:
-        if self._recorder is None:
-            threads = max(1, int(self.settings.threads or 1))
-            neurons = self.stats["cells"]
-            devices = int(self.nest.GetKernelStatus("network_size")) - neurons
-            local_index = -(-neurons // threads) + devices + 1
-            self._recorder = SpikeRecorder(self.nest, self.gid_map, local_index=local_index)
-        if not self._recorder_connected:
-            self._recorder.connect(self._neurons)
-            self._recorder_connected = True
+        """Spike recording for every neuron: a SpikeTap where the model allows, else a spike_recorder.
+
+        The tap takes its delay from the connections made so far, so a network without any
+        connection yet (whose min_delay NEST has not fixed) uses the spike_recorder.
+        """
+        if self._recorder_connected:
+            return
+        self._recorder_connected = True
+        tap_nodes, tap_receptors, rec_nodes = [], [], []
+        has_edges = int(self.nest.GetKernelStatus("num_connections")) > 0
+        for nodes, model in zip(self._neurons, self._models):
+            if has_edges and can_tap(self.nest, model, nodes):
+                tap_nodes.append(nodes)
+                tap_receptors.append(TAP_RECEPTOR[model])
+            else:
+                rec_nodes.append(nodes)
+        if tap_nodes:
+            tap = SpikeTap(self.nest, self.gid_map)
+            tap.connect(tap_nodes, tap_receptors)
+            self._spike_sources.append(tap)
+        if rec_nodes:
+            if self._recorder is None:
+                threads = max(1, int(self.settings.threads or 1))
+                neurons = self.stats["cells"]
+                devices = int(self.nest.GetKernelStatus("network_size")) - neurons
+                local_index = -(-neurons // threads) + devices + 1
+                self._recorder = SpikeRecorder(self.nest, self.gid_map, local_index=local_index)
+            self._recorder.connect(rec_nodes)
+            self._spike_sources.append(self._recorder)
+        self.log.debug("spikes recorded by %s", ", ".join(type(s).__name__ for s in self._spike_sources) or "nothing")
 
     def _create_generators(self) -> None:
         """Spike generators for virtual cells, after the recurrent edges (BMTK's order)."""
@@ -237,10 +263,11 @@ class NestEngine(Engine):
         if steps <= 0:
             return
         self._run(steps * dt)
-        if self._probes and t_stop >= float(self.settings.tstop) - dt / 2 and not self._flushed:
-            # A multimeter hands over the samples of a min-delay slice during the next slice,
-            # so the samples of the last slice need one more (unrecorded) slice: spikes after
-            # tstop are dropped by drain_spikes, multimeters stop at tstop.
+        needs_flush = bool(self._probes) or any(src.needs_flush for src in self._spike_sources)
+        if needs_flush and t_stop >= float(self.settings.tstop) - dt / 2 and not self._flushed:
+            # A multimeter (and the spike tap) gets the events of a min-delay slice during
+            # the next slice, so the last slice needs one more (unrecorded) slice: spikes
+            # after tstop are dropped by drain_spikes, multimeters stop at tstop.
             self._flushed = True
             self._run(float(self.nest.GetKernelStatus("min_delay")))
 
@@ -253,9 +280,11 @@ class NestEngine(Engine):
             nest.Cleanup()
 
     def drain_spikes(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._recorder is None:
+        if not self._spike_sources:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        gids, times = self._recorder.drain()
+        drained = [src.drain() for src in self._spike_sources]
+        gids = np.concatenate([d[0] for d in drained])
+        times = np.concatenate([d[1] for d in drained])
         if self._flushed:
             keep = times <= float(self.settings.tstop) + 1e-9
             gids, times = gids[keep], times[keep]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from sonatarun.engines.base import Probe, ProbeSpec
-from sonatarun.engines.nest.build import GidMap
+from sonatarun.engines.nest.build import GidMap, node_ids_of
 from sonatarun.errors import EngineError
 
 # NEST's time base: 1000 tics per ms. Every grid time is a whole number of tics, so
@@ -37,6 +37,8 @@ HPC_MAX_LOCAL_INDEX = 65000
 class SpikeRecorder:
     """One spike_recorder on every non-virtual node."""
 
+    needs_flush = False  # a spike_recorder sees each spike in the step that emits it
+
     def __init__(self, nest, gid_map: GidMap, local_index: int) -> None:
         """`local_index`: an upper bound of the recorder's thread-local index (neurons per thread
         created before it, plus every device created before it: devices exist on every thread)."""
@@ -49,6 +51,73 @@ class SpikeRecorder:
     def connect(self, nodes: list) -> None:
         for collection in nodes:
             self._nest.Connect(collection, self.device, syn_spec={"synapse_model": self.synapse})
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        ev = self.device.get("events")
+        senders = np.asarray(ev["senders"], dtype=np.int64)
+        times = np.round(np.asarray(ev["times"], dtype=np.float64), TIME_DECIMALS)
+        if len(senders):
+            self.device.n_events = 0
+        return self._gid_map.gids(senders), times
+
+
+# Neuron models whose SpikeEvent handler does nothing but add weight x multiplicity to an
+# input ring buffer (read in NEST's models/<name>.cpp), with the receptor port a spike of
+# weight 0 can use. For these a weight-0 spike changes no state bit: x + 0.0 == x (and
+# x - 0.0 == x) for every buffer value, which starts at +0.0 and never becomes -0.0.
+# Precise-timing (_ps) models, parrots and multisynapse models are deliberately absent.
+TAP_RECEPTOR: dict[str, int] = {
+    "iaf_psc_alpha": 0, "iaf_psc_exp": 0, "iaf_psc_delta": 0, "iaf_cond_alpha": 0, "iaf_cond_exp": 0,
+    "aeif_cond_alpha": 0, "izhikevich": 0, "glif_psc": 1, "glif_cond": 1,
+}
+TAP_SYNAPSE = "sonatarun_spike_tap"
+
+
+def can_tap(nest, model: str, nodes) -> bool:
+    """True when `nodes` (one NEST model) can report spikes through a SpikeTap."""
+    if model not in TAP_RECEPTOR:
+        return False
+    if TAP_RECEPTOR[model] > 0:  # receptor ports 1..len(tau_syn)
+        return len(np.atleast_1d(nodes[0].get("tau_syn"))) >= TAP_RECEPTOR[model]
+    return True
+
+
+class SpikeTap:
+    """Every spike of the tapped neurons, without a device connection per neuron.
+
+    A spike_recorder is a device: NEST gives each neuron connected to it its own connector
+    of 1024 preallocated synapses (15-33 kB per neuron, ~25-60 µs each; 1.5-3.3 GB and
+    seconds at 100k cells). Here every neuron instead gets one ordinary connection onto
+    itself with weight 0, through a copy of static_synapse that reports each transmitted
+    spike to a weight_recorder (sender = the neuron, time = its spike time). Ordinary
+    connections cost ~20 bytes and ~0.3 µs each. The weight-0 spike changes nothing in the
+    models of TAP_RECEPTOR; its delay is the network's current min_delay, so the delay
+    extrema (NEST's slice length) stay what they were; spikes are identical to a
+    spike_recorder's (tests/nest compare them).
+
+    Unlike a spike_recorder (which sees a spike at once), the weight_recorder sees it when
+    NEST delivers it: spikes of the last min-delay slice of a `Run` arrive during the next
+    `Run`, so the engine runs one more slice after tstop (`needs_flush`) and drops what it
+    emitted. Blocks then carry consecutive, non-overlapping time ranges, as before.
+    """
+
+    needs_flush = True
+
+    def __init__(self, nest, gid_map: GidMap) -> None:
+        self._nest = nest
+        self._gid_map = gid_map
+        self.device = nest.Create("weight_recorder", params={"record_to": "memory"})
+        nest.CopyModel("static_synapse", TAP_SYNAPSE, {"weight_recorder": self.device})  # gone at ResetKernel
+
+    def connect(self, nodes: list, receptors: list[int]) -> None:
+        delay = float(self._nest.GetKernelStatus("min_delay"))
+        for collection, receptor in zip(nodes, receptors):
+            ids = node_ids_of(collection)
+            spec: dict[str, Any] = {"synapse_model": TAP_SYNAPSE, "weight": np.zeros(len(ids)),
+                                    "delay": np.full(len(ids), delay)}
+            if receptor:
+                spec["receptor_type"] = np.full(len(ids), float(receptor))
+            self._nest.Connect(ids, ids, "one_to_one", spec)
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         ev = self.device.get("events")

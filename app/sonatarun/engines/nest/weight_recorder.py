@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from sonatarun.engines.base import Probe, ProbeSpec
 from sonatarun.engines.nest.build import GidMap
@@ -90,6 +89,8 @@ class WeightRecorderProbe(Probe):
         times = np.round(np.asarray(ev["times"], dtype=np.float64), 3)
         keep = times <= self._tstop + 1e-9  # the engine's last flush slice runs past tstop
         n = len(senders)
+        import pandas as pd  # only for this report's CSV: a NEST run without it need not import pandas
+
         table = pd.DataFrame({
             "source_node_id": src, "source_population": src_pop, "target_node_id": tgt,
             "target_population": tgt_pop, "time_ms": times,
