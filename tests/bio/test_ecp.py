@@ -150,7 +150,8 @@ def _assert_close(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
 @pytest.mark.parametrize("np_", [None, 2], ids=["1rank", "mpi2"])
 def test_ecp_matches_bmtk(network, reference, tmp_path, np_):
     out = tmp_path / "out"
-    run_sonatarun("run", str(network), "--output-dir", str(out), np=np_, cwd=network.parent)
+    proc = run_sonatarun("run", str(network), "--output-dir", str(out), np=np_, cwd=network.parent)
+    assert "potentials summed natively every step" in proc.stdout
     e, a = _ecp(reference / "ecp.h5"), _ecp(out / "ecp.h5")
     n_steps = int(round(TSTOP / 0.025))
     assert a["data"].shape == e["data"].shape == (n_steps, len(ELECTRODES))
@@ -167,6 +168,27 @@ def test_ecp_matches_bmtk(network, reference, tmp_path, np_):
     (e_ids, e_ts), (a_ids, a_ts) = read_spikes(reference / "spikes.h5")["bio"], read_spikes(out / "spikes.h5")["bio"]
     assert a_ids.tolist() == e_ids.tolist()
     np.testing.assert_allclose(a_ts, e_ts, rtol=0, atol=1e-6)
+
+
+@pytest.mark.bmtk
+def test_many_electrodes_take_the_buffered_path(network, reference, tmp_path):
+    """More electrodes x cells than segments: currents are buffered and multiplied at block ends
+    (the other native path); the first channels still equal BMTK's."""
+    from tests.bio.ecp_network import write_electrodes
+
+    extra = np.random.default_rng(3).uniform(-300, 300, (200, 3))
+    write_electrodes(network.parent / f"many_{tmp_path.name}.csv", np.concatenate([ELECTRODES, extra]))
+    cfg = json.loads(network.read_text())
+    cfg["reports"]["ecp"]["electrode_positions"] = f"$BASE_DIR/many_{tmp_path.name}.csv"
+    cfg["reports"]["ecp"].pop("contributions_dir")
+    path = network.parent / f"many_{tmp_path.name}.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    proc = run_sonatarun("run", str(path), "--output-dir", str(out), cwd=network.parent)
+    assert "207 electrodes on this rank; membrane currents buffered" in proc.stdout
+    data = _ecp(out / "ecp.h5")["data"]
+    assert data.shape[1] == 207 and np.isfinite(data).all()
+    _assert_close(_ecp(reference / "ecp.h5")["data"], data[:, :len(ELECTRODES)], "ecp.h5 (buffered path)")
 
 
 @pytest.mark.bmtk

@@ -2,12 +2,18 @@
 
 BMTK's ``bionet/modules/ecp.py`` turns on ``cvode.use_fast_imem`` and after every time step
 multiplies each cell's segment currents ``i_membrane_`` (nA) by a transfer matrix
-(electrodes x segments, the line-source approximation with sigma = 0.3 S/m) in Python. Here
-the currents are sampled natively: one ``SonataRecorder`` per cell copies ``i_membrane_``
-of all its segments after each step into a block buffer (the same values BMTK reads in its
-post-``fadvance`` hook, no Python per step), and at each block end the potentials are one
-matrix product per cell, in float64. The rank's partial sum goes to the report writer, which
-sums over ranks.
+(electrodes x segments, the line-source approximation with sigma = 0.3 S/m) in Python.
+Here nothing runs in Python per step; one of two native paths is chosen per report and
+rank, whichever buffers fewer values per step:
+
+* fewer electrodes than segments (the usual case): one ``SonataEcp`` per cell
+  (``mod/sonataecp.mod``) multiplies the cell's transfer matrix by its ``i_membrane_`` in
+  C++ after every step and appends one value per electrode to a block buffer;
+* otherwise one ``SonataRecorder`` per cell copies ``i_membrane_`` of all segments into the
+  buffer and each block end is one float64 matrix product per cell (numpy).
+
+Both sample where BMTK's post-``fadvance`` hook reads (AFTER SOLVE, right before NEURON's
+``Vector.record``). The rank's partial sum goes to the report writer, which sums over ranks.
 
 BMTK also inserts the ``extracellular`` mechanism into every biophysical cell when an ECP
 report is configured (``BioCell.setup_ecp``), which ``i_membrane_`` does not need. With its
@@ -16,8 +22,8 @@ NEURON integrate an extra layer: on the test network the run took 5-10x the CPU 
 it. sonatarun does not insert it; the ECP agrees with BMTK's to ~1e-9 (relative to each
 channel's peak), see tests/bio/test_ecp.py.
 
-Memory: the buffers hold ``nsteps_block`` samples of every local segment (8 bytes each);
-lower ``run.nsteps_block`` if that is too much for very large ranks.
+Memory: the buffers hold ``nsteps_block`` samples of min(electrodes x cells, segments)
+values (8 bytes each) per rank; above 2 GB a warning suggests a smaller ``run.nsteps_block``.
 """
 from __future__ import annotations
 
@@ -131,17 +137,50 @@ class EcpProbe(_RecordingProbe):
         self.units = "mV"
         for cell, segs in groups:  # fail early, naming the report, if fast imem were unavailable
             _ref(segs[0], "i_membrane_", spec.name)
-        buffered = self._block_steps * int(self.counts.sum()) * 8
+        # per step and cell, buffer either the potentials (reduced in C) or the currents (numpy at
+        # block end), whichever is fewer values: electrodes vs segments
+        n_segments = int(self.counts.sum())
+        self._reduced = hasattr(h, "SonataEcp") and self.n_electrodes * len(groups) < n_segments
+        per_step = self.n_electrodes * len(groups) if self._reduced else n_segments
+        buffered = self._block_steps * per_step * 8
         if buffered > BUFFER_WARN_BYTES:
             logging.getLogger("sonatarun").warning(
-                "extracellular report '%s': %.1f GB of membrane-current buffers on this rank (run.nsteps_block "
-                "%d x %d segments x 8 bytes); lower run.nsteps_block to use less", spec.name, buffered / 1e9,
-                self._block_steps, int(self.counts.sum()))
-        self._attach(groups, ["i_membrane_"])
+                "extracellular report '%s': %.1f GB of block buffers on this rank (run.nsteps_block %d x %d values "
+                "x 8 bytes); lower run.nsteps_block to use less", spec.name, buffered / 1e9, self._block_steps,
+                per_step)
+        logging.getLogger("sonatarun").info(
+            "extracellular report '%s': %d cells, %d segments, %d electrodes on this rank; %s", spec.name,
+            len(groups), n_segments, self.n_electrodes,
+            "potentials summed natively every step" if self._reduced else
+            "membrane currents buffered, one matrix product per cell at block ends")
+        if self._reduced:
+            self._attach_reduced(groups)
+        else:
+            self._attach(groups, ["i_membrane_"])
+
+    def _attach_reduced(self, groups: list[tuple[Any, list[Any]]]) -> None:
+        """One ``SonataEcp`` per cell: the transfer matrix times ``i_membrane_`` after every step, in C."""
+        from neuron import h
+
+        self._variables = ["i_membrane_"]
+        self._native = True
+        self._groups, self._slots, self._vectors = [], [], {}
+        for (cell, segs), tr in zip(groups, self._transfers):
+            buf = h.Vector()
+            rec = h.SonataEcp(cell.soma(0.5))
+            rec.setup(buf, h.Vector(np.ascontiguousarray(tr).ravel()), self.n_electrodes)
+            for seg in segs:
+                rec.add(seg._ref_i_membrane_)
+            buf.resize(self._block_steps * self.n_electrodes)  # one block's room, once
+            buf.resize(0)
+            self._groups.append((rec, buf, self.n_electrodes))
+            self._slots.append(float(rec.slot))
+        self._transfers = []  # the recorders hold their copies
+        self._seen = 1  # like SonataRecorder, no sample of the initial state
 
     def _per_cell(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(kept row indices, each cell's (n_kept, nseg) currents) since the last drain (views into
-        NEURON's buffers: use them before emptying)."""
+        """(kept row indices, each cell's (n_kept, nseg) currents, or (n_kept, n_electrodes) potentials
+        when reduced natively) since the last drain (views into NEURON's buffers: use them before emptying)."""
         if self._native:
             n_new = self._steps_now() + 1 - self._seen
             if self._groups:
@@ -169,9 +208,12 @@ class EcpProbe(_RecordingProbe):
         n = len(rows)
         total = np.zeros((n, self.n_electrodes))
         contrib = np.empty((n, len(currents) * self.n_electrodes)) if self.contributions else None
-        for j, (im, tr) in enumerate(zip(currents, self._transfers)):
-            with np.errstate(invalid="ignore", over="ignore"):  # non-finite columns were warned about
-                ecp = im @ tr.T  # (n, n_electrodes)
+        for j, im in enumerate(currents):
+            if self._reduced:
+                ecp = im  # already the potentials
+            else:
+                with np.errstate(invalid="ignore", over="ignore"):  # non-finite columns were warned about
+                    ecp = im @ self._transfers[j].T  # (n, n_electrodes)
             total += ecp
             if contrib is not None:
                 contrib[:, j * self.n_electrodes:(j + 1) * self.n_electrodes] = ecp
