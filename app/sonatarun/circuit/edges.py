@@ -37,11 +37,25 @@ def ranges_to_ids(ranges: np.ndarray) -> np.ndarray:
     return np.arange(lengths.sum(), dtype=np.int64) + offsets
 
 
+def small_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique for arrays of small non-negative ids (edge types, group ids) without sorting them:
+    one bincount pass instead of an O(n log n) sort of millions of edges."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(values.min()), int(values.max())
+    if lo < 0 or hi - lo > max(1 << 16, len(values)):
+        return np.unique(values).astype(np.int64)
+    shifted = (values - lo if lo else values).astype(np.intp, copy=False)
+    return np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1)) + lo
+
+
 def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
     """ds[ids] for sorted ids, as few hyperslab reads as the runs in `ids` allow."""
     n = ds.shape[0]
     if len(ids) == 0:
         return ds[0:0]
+    if ids[-1] - ids[0] == len(ids) - 1 and not (ids[1:] <= ids[:-1]).any():
+        return ds[int(ids[0]):int(ids[-1]) + 1]  # one run (e.g. a whole edge group): one slice, no gather
     if len(ids) > _DENSE * n:
         return ds[()][ids]
     breaks = np.nonzero(np.diff(ids) != 1)[0] + 1
@@ -51,6 +65,16 @@ def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
         lo, hi = int(ids[0]), int(ids[-1]) + 1
         return ds[lo:hi][ids - lo]
     return np.concatenate([ds[int(ids[s]):int(ids[e - 1]) + 1] for s, e in zip(starts, ends)])
+
+
+def _int64(values: np.ndarray) -> np.ndarray:
+    """A freshly read id column as int64: SONATA's uint64 ids are reinterpreted in place (ids
+    never reach 2**63; a corrupt one shows up negative), narrower types are converted."""
+    if values.dtype == np.int64:
+        return values
+    if values.dtype == np.uint64:
+        return values.view(np.int64)
+    return values.astype(np.int64)
 
 
 @dataclass
@@ -146,23 +170,30 @@ class EdgePopulation:
                 raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
                                    key=f"/edges/{self.name}/edge_type_id")
             group_id = core("edge_group_id")
-            group_id = np.zeros(n, np.int64) if group_id is None else group_id.astype(np.int64)
+            group_id = np.zeros(n, np.int64) if group_id is None else _int64(group_id)
             group_index = core("edge_group_index")
-            group_index = ids.copy() if group_index is None else group_index.astype(np.int64)
+            group_index = ids.copy() if group_index is None else _int64(group_index)
             columns: dict[str, np.ndarray] = {}
-            for gid in np.unique(group_id).tolist():
+            groups = small_unique(group_id).tolist()
+            for gid in groups:
                 grp = g.get(str(gid))
                 if grp is None:
                     continue
-                rows = np.flatnonzero(group_id == gid)
-                gidx = group_index[rows]
-                order = np.argsort(gidx, kind="stable")
+                rows = None if len(groups) == 1 else np.flatnonzero(group_id == gid)
+                gidx = group_index if rows is None else group_index[rows]
+                # group rows usually follow the edge order (always for files from bmtk.builder):
+                # then no sort and, for a whole group, one slice per column
+                in_order = len(gidx) < 2 or not (gidx[1:] < gidx[:-1]).any()
+                order = None if in_order else np.argsort(gidx, kind="stable")
                 for col, ds in grp.items():
                     if not isinstance(ds, h5py.Dataset):
                         continue
-                    vals = np.empty(len(rows), dtype=object if ds.dtype.kind in "SO" else ds.dtype)
-                    vals[order] = decode_strings(read_rows(ds, gidx[order]))
-                    if len(rows) == n:  # one group holds every selected edge: keep the file's dtype
+                    if order is None:
+                        vals = decode_strings(read_rows(ds, gidx))
+                    else:
+                        vals = np.empty(len(gidx), dtype=object if ds.dtype.kind in "SO" else ds.dtype)
+                        vals[order] = decode_strings(read_rows(ds, gidx[order]))
+                    if len(gidx) == n:  # one group holds every selected edge: keep the file's dtype
                         columns[col] = vals
                         continue
                     if col not in columns:
@@ -170,8 +201,8 @@ class EdgePopulation:
                     if columns[col].dtype.kind == "f" and vals.dtype.kind not in "fiub":
                         columns[col] = columns[col].astype(object)
                     columns[col][rows] = vals
-            return EdgeColumns(edge_ids=ids, source=core("source_node_id").astype(np.int64),
-                               target=core("target_node_id").astype(np.int64), edge_type=etype.astype(np.int64),
+            return EdgeColumns(edge_ids=ids, source=_int64(core("source_node_id")),
+                               target=_int64(core("target_node_id")), edge_type=_int64(etype),
                                group_id=group_id, group_index=group_index, columns=columns)
 
     def read(self, edge_ids: np.ndarray) -> pd.DataFrame:

@@ -130,30 +130,74 @@ def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params
         if len(ids) == 0:
             continue
         edges = epop.read_columns(ids, every_edge=every)
-        unknown = set(np.unique(edges.edge_type).tolist()) - set(epop.types.index)
+        parts = split_by_type_and_group(edges.edge_type, edges.group_id)
+        unknown = {t for t, _, _ in parts} - set(epop.types.index)
         if unknown:
             raise CircuitError(f"edge population '{epop.name}' uses edge_type_id {sorted(unknown)[0]} that the "
                                f"types table does not define", file=epop.types_path, key="edge_type_id")
         src_size = circuit.nodes[epop.source_population].size
-        if edges.source.max() >= src_size or edges.target.max() >= tgt_pop.size:
+        if edges.source.max() >= src_size or edges.target.max() >= tgt_pop.size or \
+                edges.source.min() < 0 or edges.target.min() < 0:
             raise CircuitError(f"edge population '{epop.name}' refers to node ids beyond the populations' sizes",
                                file=epop.h5_path, key=f"/edges/{epop.name}/source_node_id")
-        src_gids = circuit.gids(epop.source_population, edges.source)
-        tgt_gids = circuit.gids(epop.target_population, edges.target)
-        order = np.lexsort((edges.group_id, edges.edge_type))
-        keys = np.stack([edges.edge_type[order], edges.group_id[order]])
-        cuts = np.flatnonzero(np.any(np.diff(keys, axis=1) != 0, axis=0)) + 1
-        for part in np.split(order, cuts):
-            type_id, group_id = int(edges.edge_type[part[0]]), int(edges.group_id[part[0]])
+        for type_id, group_id, part in parts:
             own = epop.group_columns.get(group_id, set())
-            group = {c: v[part] for c, v in edges.columns.items() if c in own}
-            batches.append(_batch(epop, type_id, group, part, edges, src_gids, tgt_gids, params, weight_fn))
+            group = {c: (v if part is None else v[part]) for c, v in edges.columns.items() if c in own}
+            batches.append(_batch(epop, type_id, group, part, edges, every, circuit, params, weight_fn))
     return batches
 
 
-def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray, edges, src_gids: np.ndarray,
-           tgt_gids: np.ndarray, params: ParamFiles, weight_fn) -> ConnectionBatch:
-    n = len(part)
+def split_by_type_and_group(edge_type: np.ndarray, group_id: np.ndarray) -> list[tuple[int, int, np.ndarray | None]]:
+    """(edge type, edge group, positions) for each pair present, in (type, group) order, positions
+    in file order; positions None means every edge. The same split as a stable
+    ``np.lexsort((group_id, edge_type))`` cut at key changes, without sorting two int64 keys
+    of millions of edges: pairs get dense small codes from one bincount, then a few pairs take
+    one comparison pass each and many pairs one stable (radix) sort of the codes; one pair
+    (the common case) needs no positions at all.
+    """
+    n = len(edge_type)
+    if n == 0:
+        return []
+    t_lo, t_hi = int(edge_type.min()), int(edge_type.max())
+    g_lo, g_hi = int(group_id.min()), int(group_id.max())
+    if t_lo == t_hi and g_lo == g_hi:
+        return [(t_lo, g_lo, None)]
+    span_g = g_hi - g_lo + 1
+    n_keys = (t_hi - t_lo + 1) * span_g
+    if n_keys > max(1 << 16, n):  # sparse ids: sort the keys themselves
+        order = np.lexsort((group_id, edge_type))
+        keys = np.stack([edge_type[order], group_id[order]])
+        cuts = np.flatnonzero(np.any(np.diff(keys, axis=1) != 0, axis=0)) + 1
+        return [(int(edge_type[p[0]]), int(group_id[p[0]]), p) for p in np.split(order, cuts)]
+    key = edge_type - t_lo if t_lo else edge_type
+    if span_g > 1:
+        key = key * span_g + (group_id - g_lo)
+    counts = np.bincount(key, minlength=n_keys)
+    present = np.flatnonzero(counts)
+    pairs = [(int(k // span_g) + t_lo, int(k % span_g) + g_lo) for k in present.tolist()]
+    if len(present) == 1:
+        return [(*pairs[0], None)]
+    lut = np.zeros(n_keys, dtype=np.uint16 if len(present) > 255 else np.uint8)
+    lut[present] = np.arange(len(present))
+    code = lut[key]
+    if len(present) <= 8:
+        return [(t, g, np.flatnonzero(code == i)) for i, (t, g) in enumerate(pairs)]
+    order = np.argsort(code if len(present) <= 1 << 16 else key, kind="stable")
+    bounds = np.cumsum(counts[present])[:-1]
+    return [(t, g, p) for (t, g), p in zip(pairs, np.split(order, bounds))]
+
+
+def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | None, edges, every: bool,
+           circuit: Circuit, params: ParamFiles, weight_fn) -> ConnectionBatch:
+    """One ConnectionBatch; `part` selects the edges of `edges` (None: all of them, without copies)."""
+    n = len(edges) if part is None else len(part)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if part is None else values[part]
+
+    src_nodes, tgt_nodes = pick(edges.source), pick(edges.target)
+    # every edge of the population read: edge ids are 0..size-1, so the positions are the ids
+    edge_ids = edges.edge_ids if part is None else (part if every else edges.edge_ids[part])
     row = epop.types.loc[type_id]
     where = f"edge population {epop.name}, edge type {type_id}"
     weights = _column(group, row, "syn_weight", n)
@@ -167,23 +211,44 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray, e
                            fix="add delay (ms) to the edge types CSV or the edges file")
     nsyns = _column(group, row, "nsyns", n)
     type_attrs = {k: (None if _is_null(v) else v) for k, v in row.items()}
-    template = _column(group, row, "model_template", n)
-    w = np.zeros(n) if weights is None else weights.astype(np.float64)
+    template = _first(group, row, "model_template") if n else None
+    w = np.zeros(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if wfn is not None and weight_fn is not None:
-        frame = pd.DataFrame({"edge_id": edges.edge_ids[part], "source_node_id": edges.source[part],
-                              "target_node_id": edges.target[part], "edge_type_id": edges.edge_type[part],
-                              **group})
+        frame = pd.DataFrame({"edge_id": edge_ids, "source_node_id": src_nodes,
+                              "target_node_id": tgt_nodes, "edge_type_id": pick(edges.edge_type), **group})
         w = weight_fn(wfn, frame, row, epop, w)
     group_cols = set(group) | {c for c in row.index if not _is_null(row[c])}
     return ConnectionBatch(
         edge_population=epop.name, source_population=epop.source_population,
         target_population=epop.target_population, edge_type_id=type_id,
-        model_template=None if template is None else str(template[0]),
+        model_template=None if template is None else str(template),
         dynamics=params.load(type_attrs.get("dynamics_params"), "synaptic_models_dir", where=where),
-        source_gids=src_gids[part], target_gids=tgt_gids[part], source_node_ids=edges.source[part],
-        target_node_ids=edges.target[part], weights=w, delays=delays.astype(np.float64),
+        source_gids=_gids(circuit, epop.source_population, src_nodes),
+        target_gids=_gids(circuit, epop.target_population, tgt_nodes), source_node_ids=src_nodes,
+        target_node_ids=tgt_nodes, weights=w, delays=np.asarray(delays, dtype=np.float64),
         nsyns=np.ones(n, np.int64) if nsyns is None else nsyns.astype(np.int64),
         columns={c: v for c, v in group.items() if c not in ("syn_weight", "delay", "nsyns")},
-        type_attrs=type_attrs, edge_ids=edges.edge_ids[part],
+        type_attrs=type_attrs, edge_ids=edge_ids,
         preselected=any(c in group_cols for c in _SECTION_COLUMNS) or nsyns is None,
     )
+
+
+def _gids(circuit: Circuit, population: str, node_ids: np.ndarray) -> np.ndarray:
+    """circuit.gids without a copy for the first population (offset 0): gids are the node ids.
+    (The batch arrays are read-only for engines, so sharing is safe.)"""
+    if circuit.offsets[population] == 0 and node_ids.dtype == np.int64:
+        return node_ids
+    return circuit.gids(population, node_ids)
+
+
+def _first(group: dict[str, np.ndarray], type_row: pd.Series, key: str) -> Any:
+    """The first edge's value of `key` (h5 column where set, else the type's), None if neither:
+    what ``_column(...)[0]`` gives, without a per-edge array of the type's value."""
+    h5 = group.get(key)
+    csv = type_row.get(key) if key in type_row.index else None
+    if h5 is None:
+        return None if _is_null(csv) else csv
+    first = h5[0]
+    if not _is_null(csv) and h5.dtype.kind == "f" and np.isnan(first):
+        return csv
+    return first
