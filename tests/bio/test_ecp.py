@@ -147,10 +147,11 @@ def _assert_close(expected: np.ndarray, actual: np.ndarray, what: str) -> None:
 
 
 @pytest.mark.bmtk
-@pytest.mark.parametrize("np_", [None, 2], ids=["1rank", "mpi2"])
-def test_ecp_matches_bmtk(network, reference, tmp_path, np_):
+@pytest.mark.parametrize("np_, extra", [(None, ()), (2, ()), (None, ("--threads", "2"))],
+                         ids=["1rank", "mpi2", "threads2"])
+def test_ecp_matches_bmtk(network, reference, tmp_path, np_, extra):
     out = tmp_path / "out"
-    proc = run_sonatarun("run", str(network), "--output-dir", str(out), np=np_, cwd=network.parent)
+    proc = run_sonatarun("run", str(network), "--output-dir", str(out), *extra, np=np_, cwd=network.parent)
     assert "potentials summed natively every step" in proc.stdout
     e, a = _ecp(reference / "ecp.h5"), _ecp(out / "ecp.h5")
     n_steps = int(round(TSTOP / 0.025))
