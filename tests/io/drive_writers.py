@@ -55,14 +55,15 @@ def main() -> None:
     ap.add_argument("--elements-scale", type=int, default=1, help="multiply columns per cell")
     ap.add_argument("--max-chunk-bytes", type=int, default=64 << 20,
                     help="writer memory bound: small values force several slices per block")
-    ap.add_argument("--max-runs", type=int, help="force the gather placement beyond this many column runs")
+    ap.add_argument("--placement", choices=["slices", "units"], help="force how columns are placed")
+    ap.add_argument("--group-size", type=int, help="ranks sharing one assembly buffer (emulates nodes)")
     args = ap.parse_args()
     comm = world()
     rank, size = comm.rank, comm.size
-    if args.max_runs is not None:
-        import sonatarun.io.report_writer as rw
+    if args.placement is not None:
+        import sonatarun.io.placement as pl
 
-        rw.MAX_RUNS = args.max_runs
+        pl.MAX_SLICE_RUNS, pl.SLICE_MIN_COLS = (1 << 62, 0) if args.placement == "slices" else (0, 1 << 62)
     out = args.out
     spikes = SpikeWriter(out / "spikes.h5", comm, list(POPS), args.sort, csv_path=out / "spikes.csv")
 
@@ -73,7 +74,7 @@ def main() -> None:
     epos = np.concatenate([(np.arange(c) + 0.5) / c for c in counts]) if len(mine) else np.zeros(0)
     report = CompartmentReportWriter(out / "v_report.h5", comm, "cortex", np.array(mine, dtype=np.uint64),
                                      counts, eids, epos, TSTART, TSTOP, DT, "v", "mV",
-                                     max_chunk_bytes=args.max_chunk_bytes)
+                                     max_chunk_bytes=args.max_chunk_bytes, group_size=args.group_size)
 
     n_blocks = int(round((TSTOP - TSTART) / BLOCK))
     first = 0
@@ -105,7 +106,9 @@ def main() -> None:
             print(f"block {b + 1} done", flush=True)
     spikes.close()
     report.close()
+    by_rank = comm.gather(report.bytes_written)
     if rank == 0:
+        print(f"report bytes written by rank: {json.dumps(by_rank)}", flush=True)
         print("done", flush=True)
 
 

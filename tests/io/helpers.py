@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,10 +35,19 @@ def driver_cmd(path: str, ranks: int, out: Path, *extra: str) -> tuple[list[str]
     return ([mpiexec(), "-n", str(ranks), *base] if ranks > 1 else base), env
 
 
-def run_driver(path: str, ranks: int, out: Path, *extra: str, timeout: float = 120) -> None:
+def run_driver(path: str, ranks: int, out: Path, *extra: str, timeout: float = 120) -> str:
+    """Run the driver; return its stdout."""
     cmd, env = driver_cmd(path, ranks, out, *extra)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def report_bytes_by_rank(stdout: str) -> list[int]:
+    """Bytes of report data each rank wrote itself (the driver's rank 0 prints them)."""
+    found = re.findall(r"^report bytes written by rank: (\[.*\])$", stdout, flags=re.M)
+    assert len(found) == 1, stdout
+    return json.loads(found[0])
 
 
 def h5_content(path: Path) -> dict[str, object]:

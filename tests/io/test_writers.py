@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from tests.io import drive_writers as drv
-from tests.io.helpers import (assert_same_content, driver_cmd, h5_content, run_driver, spikes_as_sorted_pairs,
-                              write_bluepysnap_configs)
+from tests.io.helpers import (assert_same_content, driver_cmd, h5_content, report_bytes_by_rank, run_driver,
+                              spikes_as_sorted_pairs, write_bluepysnap_configs)
 
 RUNS = [("serial", 1), ("serial", 2), ("parallel", 1), ("parallel", 2)]
 
@@ -58,9 +58,10 @@ def expected_report() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("sort", ["by_time", "by_id", "none"])
 def test_both_paths_at_1_and_2_ranks_write_the_same_files(tmp_path: Path, sort: str) -> None:
     outs = {}
-    # 'none' also exercises the bounded-memory slicing (a block in slices of a few rows) and the
-    # gather placement used when a rank's columns are too fragmented for slice copies
-    extra = ["--max-chunk-bytes", "500", "--max-runs", "1"] if sort == "none" else []
+    # 'none' also exercises the bounded-memory slicing (a block in slices of a few rows) with the
+    # item placement, 'by_id' the per-run slice copies (by_time: whatever the writer picks)
+    extra = {"none": ["--max-chunk-bytes", "500", "--placement", "units"],
+             "by_id": ["--placement", "slices"]}.get(sort, [])
     for path, ranks in RUNS:
         out = tmp_path / f"{path}{ranks}"
         run_driver(path, ranks, out, "--sort", sort, *extra)
@@ -99,6 +100,40 @@ def test_both_paths_at_1_and_2_ranks_write_the_same_files(tmp_path: Path, sort: 
         assert g["mapping/index_pointers"].id == g["mapping/index_pointer"].id  # one dataset, two names
         assert list(g["mapping/time"][()]) == [drv.TSTART, drv.TSTOP, drv.DT]
         assert np.array_equal(g["data"][()], data)
+
+
+def _data_bytes(path: Path) -> bytes:
+    """The raw bytes of the report's ``data`` as they lie in the file (not through HDF5)."""
+    with h5py.File(path, "r") as f:
+        ds = f["report/cortex/data"]
+        offset, nbytes = ds.id.get_offset(), ds.id.get_storage_size()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(nbytes)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks, extra", [
+    (2, []),  # one node: the two ranks assemble rows in one shared buffer
+    (2, ["--group-size", "1"]),  # as on two nodes: columns travel as messages
+    (3, ["--group-size", "2", "--max-chunk-bytes", "700"]),  # both at once, blocks in slices of a few rows
+    (2, ["--placement", "units", "--elements-scale", "3"]),  # 3-column items
+    (2, ["--placement", "slices", "--elements-scale", "3"]),
+], ids=["shared", "messages", "mixed-sliced", "units", "slices"])
+def test_serial_path_every_rank_writes_and_the_file_is_byte_identical(tmp_path: Path, ranks: int,
+                                                                     extra: list[str]) -> None:
+    """Plain-wheel path at several ranks: each rank pwrites its own rows, and the whole file,
+    ``data``'s raw bytes included, equals the 1-rank file byte for byte."""
+    scale = extra[extra.index("--elements-scale") + 1] if "--elements-scale" in extra else "1"
+    ref, out = tmp_path / "one", tmp_path / "many"
+    one = report_bytes_by_rank(run_driver("serial", 1, ref, "--elements-scale", scale))
+    many = report_bytes_by_rank(run_driver("serial", ranks, out, *extra))
+    n_bytes = len(_data_bytes(ref / "v_report.h5"))
+    assert one == [n_bytes]
+    assert len(many) == ranks and sum(many) == n_bytes
+    assert all(b > 0 for b in many), f"a rank wrote nothing: {many}"
+    assert _data_bytes(out / "v_report.h5") == _data_bytes(ref / "v_report.h5")
+    assert (out / "v_report.h5").read_bytes() == (ref / "v_report.h5").read_bytes()
 
 
 @pytest.mark.mpi

@@ -5,20 +5,25 @@ reads only float32; BMTK reads either), ``mapping/{node_ids, element_ids, elemen
 index_pointer, time}`` with ``index_pointers`` a hard link to ``index_pointer`` (BMTK and
 libsonata spell it differently; a link costs no bytes).
 
-Columns follow global node-id order, whichever rank owns a cell. A block is moved in time
-slices: the rows of a slice are split among the *writer ranks* (every rank on the parallel
-path, rank 0 on the serial path), each writer receives every rank's columns for its rows
-straight into their global positions (point-to-point with one MPI datatype per source, so
-MPI's copy is the placement), places its own columns with numpy and writes one contiguous
-row range of the file. Per-writer memory is bounded by ``max_chunk_bytes`` whatever the block size,
-and nothing ever holds more than one slice of the run.
+Columns follow global node-id order, whichever rank owns a cell. Every rank writes, on
+both paths: a block is moved in time slices whose rows are split among all ranks, each
+rank writing one contiguous row range. Ranks on one node assemble their rows in a buffer
+they share (:mod:`sonatarun.io.node_buffer`): each copies its own columns straight into
+their global positions (:mod:`sonatarun.io.placement`), so nothing travels between them;
+ranks on other nodes send their columns point-to-point, received straight into place
+through one MPI datatype per source. The parallel path then writes each rank's hyperslab
+collectively through MPI-IO; the serial path (plain h5py wheel) writes each rank's rows
+with ``os.pwrite`` at the raw offset of ``data`` — a contiguous dataset allocated at
+creation, so its bytes sit at one fixed address and block writes never touch HDF5
+metadata. Memory per rank is bounded by ``max_chunk_bytes`` whatever the block size.
 
 The file is created at the first write and closed at every :meth:`flush`, so between
-blocks it is a complete, closed HDF5 file; ``data`` is allocated at creation so block
-writes never change metadata, and a kill in the middle of a block leaves it readable.
+blocks it is a complete, closed HDF5 file, and a kill in the middle of a block leaves it
+readable (only raw bytes of ``data`` were being written).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +33,15 @@ import numpy as np
 from sonatarun.errors import OutputError
 from sonatarun.io import exchange
 from sonatarun.io.durable import fsync_path
+from sonatarun.io.node_buffer import NodeGroup
+from sonatarun.io.placement import DTYPE as DATA_DTYPE
+from sonatarun.io.placement import Placement
 from sonatarun.io.h5path import PARALLEL, choose_io_path, open_h5
-from sonatarun.io.slab import create_fixed, write_rows
+from sonatarun.io.slab import create_fixed, pwrite_all, raw_offset, write_rows
 from sonatarun.mpi import Comm
 
-DATA_DTYPE = np.dtype(np.float32)
 STATE_KIND = "compartment_report"
+_TAG = 0x5A7A  # report slice messages (point-to-point, matched in order per pair)
 
 
 def n_times_of(tstart: float, tstop: float, dt: float) -> int:
@@ -41,56 +49,37 @@ def n_times_of(tstart: float, tstop: float, dt: float) -> int:
     return int(round((tstop - tstart) / dt))
 
 
-_TAG = 0x5A7A  # report block messages (point-to-point, matched in order per pair)
-MAX_RUNS = 512  # beyond this many column runs, one numpy gather beats a loop of slice copies
-
-
-@dataclass
-class _Placement:
-    """Where one source rank's columns go in the global row: runs of contiguous columns."""
-
-    cols: np.ndarray  # global column of each of the source's columns
-    n_elements: int
-
-    def __post_init__(self) -> None:
-        c = self.cols
-        self.n_cols = len(c)
-        breaks = np.flatnonzero(np.diff(c) != 1) + 1 if len(c) else np.zeros(0, np.int64)
-        starts = np.concatenate(([0], breaks)).astype(np.int64) if len(c) else breaks
-        lengths = np.diff(np.concatenate((starts, [len(c)]))) if len(c) else breaks
-        self.identity = len(c) == self.n_elements and len(starts) == 1 and (len(c) == 0 or c[0] == 0)
-        self.run_dst = c[starts].astype(np.int64) if len(c) else np.zeros(0, np.int64)
-        self.run_lengths = np.asarray(lengths, dtype=np.int64)
-        self.runs = [(int(a), int(c[a]), int(m)) for a, m in zip(starts, lengths)] \
-            if len(starts) <= MAX_RUNS else None
-
-    def scatter(self, block: np.ndarray, out: np.ndarray) -> None:
-        if self.runs is not None:
-            for a, d, m in self.runs:
-                out[:, d:d + m] = block[:, a:a + m]
-        else:
-            out[:, self.cols] = block
-
-
 @dataclass
 class _Layout:
-    """Where this rank's columns go, and (on writers) where every rank's columns go."""
+    """Global column order: where each rank's local columns go."""
 
     n_elements: int
     n_cells: int
-    cols_by_rank: list[np.ndarray] | None  # global column of each local column, per source rank
+    start_of: np.ndarray  # first global column of each (rank, local cell), ranks concatenated
+    counts_by_rank: list[np.ndarray]
 
-    def __post_init__(self) -> None:
-        self.placements = [_Placement(c, self.n_elements) for c in (self.cols_by_rank or [])]
+    def cols_of(self, rank: int) -> np.ndarray:
+        """Global column of each of ``rank``'s local columns (vectorised over its cells)."""
+        c = self.counts_by_rank[rank]
+        first = sum(len(x) for x in self.counts_by_rank[:rank])
+        if len(c) == 0 or c.sum() == 0:
+            return np.zeros(0, np.int64)
+        starts = self.start_of[first:first + len(c)]
+        rep = np.repeat(starts - np.concatenate(([0], np.cumsum(c)[:-1])), c)
+        return rep + np.arange(int(c.sum()), dtype=np.int64)
 
 
 class CompartmentReportWriter:
-    """Write one population of one report; every method is collective over ``comm``."""
+    """Write one population of one report; every method is collective over ``comm``.
+
+    ``group_size`` caps how many ranks share one assembly buffer (default: every rank of a
+    node); tests set it to emulate several nodes on one machine.
+    """
 
     def __init__(self, h5_path: Path | str, comm: Comm, population: str, node_ids: np.ndarray,
                  counts: np.ndarray, element_ids: np.ndarray, element_pos: np.ndarray, tstart: float,
                  tstop: float, dt: float, variable: str, units: str, *,
-                 max_chunk_bytes: int = 64 << 20) -> None:
+                 max_chunk_bytes: int = 64 << 20, group_size: int | None = None) -> None:
         self.h5_path = Path(h5_path)
         self.comm = comm
         self.population = population
@@ -109,14 +98,26 @@ class CompartmentReportWriter:
                              f"(sum {n_local}), element_ids ({len(self._element_ids)}) and element_pos "
                              f"({len(self._element_pos)}) disagree")
         self.n_local_cols = n_local
-        self._writers = list(range(comm.size)) if self.io_path == PARALLEL else [0]
-        self._budget_values = max(1, int(max_chunk_bytes) // DATA_DTYPE.itemsize)  # per writer and slice
         self._layout = self._plan_layout()
+        self._group = NodeGroup(comm, group_size)
+        # writers in row order: group by group, so a group's rows are one contiguous range
+        self._order = [r for g in self._group.groups for r in g]
+        self._slot = self._order.index(comm.rank)
+        self._group_slots = (self._order.index(self._group.members[0]),
+                             self._order.index(self._group.members[0]) + self._group.size)
+        self._own = Placement(self._layout.cols_of(comm.rank), self.n_elements)
+        members = set(self._group.members)
+        self._remote = {s: Placement(self._layout.cols_of(s), self.n_elements) for s in range(comm.size)
+                        if s not in members and self._layout.counts_by_rank[s].sum() > 0}
+        self._per_writer = self._rows_per_writer(int(max_chunk_bytes))
         self._rows = 0
         self._created = False
-        self._file: h5py.File | None = None
-        self._out: np.ndarray | None = None
+        self._file: h5py.File | None = None  # parallel path: the file, open during a block
+        self._fd: int | None = None  # serial path: this rank's descriptor, open during a block
+        self._offset: int | None = None  # serial path: file offset of data's raw bytes
         self._recv_types: dict = {}
+        self._buffer_busy = False  # the shared buffer may still be read by a member's write
+        self.bytes_written = 0  # bytes of ``data`` this rank wrote itself (every rank writes its share)
 
     # ---------------------------------------------------------------- layout
     def _plan_layout(self) -> _Layout:
@@ -129,26 +130,22 @@ class CompartmentReportWriter:
         order = np.argsort(ids, kind="stable")
         pointer = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(counts[order], out=pointer[1:])
-        n_elements = int(pointer[-1])
         self._pointer_global = pointer
         self._ids_global = ids[order]
-        cols_by_rank = None
-        if self.comm.rank in self._writers:
-            # position of each (rank, local cell) in global order -> its first column
-            start_of = np.empty(len(ids), dtype=np.int64)
-            start_of[order] = pointer[:-1]
-            cols_by_rank = []
-            first = 0
-            for c in all_counts:
-                starts = start_of[first:first + len(c)]
-                first += len(c)
-                if len(c) == 0 or c.sum() == 0:
-                    cols_by_rank.append(np.zeros(0, np.int64))
-                    continue
-                # columns of cell j: starts[j] + 0..c[j]-1, vectorised
-                rep = np.repeat(starts - np.concatenate(([0], np.cumsum(c)[:-1])), c)
-                cols_by_rank.append(rep + np.arange(int(c.sum()), dtype=np.int64))
-        return _Layout(n_elements=n_elements, n_cells=len(ids), cols_by_rank=cols_by_rank)
+        start_of = np.empty(len(ids), dtype=np.int64)  # (rank, local cell) in global order -> first column
+        start_of[order] = pointer[:-1]
+        return _Layout(n_elements=int(pointer[-1]), n_cells=len(ids), start_of=start_of,
+                       counts_by_rank=[np.asarray(c, np.int64) for c in all_counts])
+
+    def _rows_per_writer(self, max_chunk_bytes: int) -> int:
+        """Rows each rank writes per slice: its share of the buffer stays <= max_chunk_bytes
+        (and the group's shared buffer within /dev/shm); the same on every rank."""
+        row_bytes = max(1, self.n_elements) * DATA_DTYPE.itemsize
+        rows = max(1, max_chunk_bytes // row_bytes)
+        cap = self._group.max_bytes()
+        if cap is not None:
+            rows = min(rows, max(1, cap // (row_bytes * self._group.size)))
+        return -self.comm.allreduce_max(-rows)
 
     @property
     def path(self) -> Path:
@@ -160,14 +157,15 @@ class CompartmentReportWriter:
 
     # ---------------------------------------------------------------- file
     def _open(self) -> None:
-        if self._file is not None:
+        if self._file is not None or self._fd is not None:
             return
-        is_writer = self.comm.rank in self._writers
         if not self._created:
             self._create()
             self._created = True
-        if self.io_path == PARALLEL or is_writer:
+        if self.io_path == PARALLEL:
             self._file = open_h5(self.h5_path, "r+", self.comm, self.io_path)
+        else:
+            self._fd = os.open(self.h5_path, os.O_WRONLY)
 
     def _create(self) -> None:
         """Create the file with its mapping; the mapping columns travel to rank 0 once."""
@@ -179,13 +177,16 @@ class CompartmentReportWriter:
             self.h5_path.parent.mkdir(parents=True, exist_ok=True)
         self.comm.barrier()
         if self.io_path != PARALLEL and self.comm.rank != 0:
-            self.comm.barrier()
+            self._offset = self.comm.bcast(None)  # sent once rank 0 has closed the new file
             return
         with open_h5(self.h5_path, "w", self.comm, self.io_path) as f:
             grp = f.create_group(f"report/{self.population}")
             data = create_fixed(grp, "data", (self.n_times, self.n_elements), DATA_DTYPE)
             data.attrs["units"] = self.units
             data.attrs["variable"] = self.variable
+            offset = raw_offset(data)
+            if self.io_path != PARALLEL and offset is None and data.size:
+                raise OutputError("report data has no fixed file offset", file=self.h5_path)
             m = grp.create_group("mapping")
             ds_ids = create_fixed(m, "node_ids", (self._layout.n_cells,), np.uint64)
             ds_eid = create_fixed(m, "element_ids", (self.n_elements,), np.uint32)
@@ -197,19 +198,19 @@ class CompartmentReportWriter:
             collective = self.io_path == PARALLEL
             mine = self.comm.rank == 0
             if mine:
-                cols = self._layout.cols_by_rank
                 eid = np.empty(self.n_elements, np.uint32)
                 pos = np.empty(self.n_elements, np.float64)
                 for s in range(len(e_ids)):
-                    eid[cols[s]] = e_ids[s]
-                    pos[cols[s]] = e_pos[s]
+                    cols = self._layout.cols_of(s)
+                    eid[cols] = e_ids[s]
+                    pos[cols] = e_pos[s]
             empty = np.zeros(0)
             write_rows(ds_ids, 0, self._ids_global if mine else empty, collective)
             write_rows(ds_eid, 0, eid if mine else empty, collective)
             write_rows(ds_pos, 0, pos if mine else empty, collective)
             write_rows(ds_ptr, 0, self._pointer_global if mine else empty, collective)
         if self.io_path != PARALLEL:
-            self.comm.barrier()
+            self._offset = self.comm.bcast(offset)
 
     # ---------------------------------------------------------------- blocks
     def write_block(self, data: np.ndarray) -> None:
@@ -227,64 +228,65 @@ class CompartmentReportWriter:
                              f"{self.n_times} time steps of [{self.tstart}, {self.tstop}) at dt={self.dt}")
         self._open()
         data = np.ascontiguousarray(data, dtype=DATA_DTYPE)
-        n_w = len(self._writers)
-        # rows per exchange round so that one writer holds <= max_chunk_bytes
-        per_writer = max(1, self._budget_values // max(1, self.n_elements))
-        step = per_writer * n_w
+        step = self._per_writer * self.comm.size  # every rank writes <= _per_writer rows per slice
         for r0 in range(0, n_t, step):
-            r1 = min(n_t, r0 + step)
-            self._exchange_and_write(data, r0, r1)
+            self._write_slice(data, r0, min(n_t, r0 + step))
         self._rows += n_t
 
-    def _exchange_and_write(self, data: np.ndarray, r0: int, r1: int) -> None:
-        """Move rows [r0, r1) of this block to the writers and write them (collective).
+    def _write_slice(self, data: np.ndarray, r0: int, r1: int) -> None:
+        """Assemble rows [r0, r1) of this block in global column order and write them (collective).
 
-        Each rank sends each writer its share of the rows straight from the caller's array
-        (no packing copy). The writer receives every other rank's columns straight into
-        their global positions (an MPI datatype per source describes where its columns go,
-        so MPI's own copy does the placement), places its own columns with numpy, and writes
-        one contiguous row range. A writer whose rows are already in global order (one rank,
-        or all cells its own and in node order) writes the caller's array as is.
+        Rows are split among the ranks in ``_order``; this rank's group owns one contiguous
+        range of them. Each rank copies its own columns for the group's rows into the
+        group's shared buffer, sends other groups' writers their rows straight from the
+        caller's array, and receives other groups' columns for its own rows straight into
+        place (an MPI datatype per source). After the group's barrier every rank writes its
+        own rows. The buffer is refilled only after a second barrier (at the next slice, or
+        the one ending :meth:`flush`). A lone rank whose row is already the global row writes
+        the caller's array as is.
         """
-        rank = self.comm.rank
-        n = r1 - r0
-        n_w = len(self._writers)
-        bounds = [r0 + (n * k) // n_w for k in range(n_w + 1)]
-        mpi = self.comm.mpi if self.comm.size > 1 else None
+        n, size = r1 - r0, self.comm.size
+        bounds = [r0 + (n * k) // size for k in range(size + 1)]
+        k0, k1 = bounds[self._slot], bounds[self._slot + 1]
+        g0, g1 = bounds[self._group_slots[0]], bounds[self._group_slots[1]]
+        mpi = self.comm.mpi if size > 1 else None
         reqs = []
-        out = None
-        in_place = False
-        is_writer = rank in self._writers
-        if is_writer:
-            k = self._writers.index(rank)
-            rows = bounds[k + 1] - bounds[k]
-            own = self._layout.placements[rank]
-            remote = [s for s, p in enumerate(self._layout.placements) if s != rank and p.n_cols and rows]
-            in_place = not remote and own.identity
-            if in_place:
-                out = data[bounds[k]:bounds[k + 1]]
-            else:
-                out = self._buffer(rows)
-                for src in remote:
-                    reqs.append(mpi.Irecv([out, rows, self._recv_type(src)], source=src, tag=_TAG))
+        direct = self._group.size == 1 and not self._remote and self._own.identity
+        if direct:
+            out = data[k0:k1]
+        else:
+            if self._buffer_busy:  # another member may still be writing the previous slice from it
+                self._group.barrier()
+            buf = self._group.buffer(g1 - g0, self.n_elements, DATA_DTYPE)
+            out = buf[k0 - g0:k1 - g0]
+            if k1 > k0:
+                for src in self._remote:
+                    reqs.append(mpi.Irecv([out, k1 - k0, self._recv_type(src)], source=src, tag=_TAG))
         if mpi is not None and self.n_local_cols:
             from mpi4py import MPI
 
-            for kk, w in enumerate(self._writers):
-                if w != rank and bounds[kk + 1] > bounds[kk]:
-                    reqs.append(mpi.Isend([data[bounds[kk]:bounds[kk + 1]], MPI.FLOAT], dest=w, tag=_TAG))
-        if is_writer and not in_place and own.n_cols and rows:
-            own.scatter(data[bounds[k]:bounds[k + 1]], out)
+            members = self._group.members
+            for slot, w in enumerate(self._order):
+                if w not in members and bounds[slot + 1] > bounds[slot]:
+                    rows = data[bounds[slot]:bounds[slot + 1]]
+                    reqs.append(mpi.Isend([rows, MPI.FLOAT], dest=w, tag=_TAG))
+        if not direct:
+            self._own.scatter(data[g0:g1], buf)
         if reqs:
             from mpi4py import MPI
 
             MPI.Request.Waitall(reqs)
-        ds = self._file[f"report/{self.population}/data"] if self._file is not None else None
-        collective = self.io_path == PARALLEL
-        if is_writer:
-            write_rows(ds, self._rows + bounds[k], out, collective)
-        elif collective:
-            write_rows(ds, 0, np.zeros((0, self.n_elements), DATA_DTYPE), collective)
+        self._group.barrier()
+        self._write_rows(self._rows + k0, out)
+        self._buffer_busy = not direct
+
+    def _write_rows(self, row: int, rows: np.ndarray) -> None:
+        """Write this rank's assembled rows at file row ``row`` (collective on the parallel path)."""
+        if self._file is not None:
+            write_rows(self._file[f"report/{self.population}/data"], row, rows, collective=True)
+        elif len(rows) and self.n_elements:
+            pwrite_all(self._fd, rows, self._offset + row * self.n_elements * DATA_DTYPE.itemsize)
+        self.bytes_written += rows.nbytes
 
     def _recv_type(self, src: int):
         """MPI datatype that lays one row of ``src``'s columns at their global positions (cached)."""
@@ -292,7 +294,7 @@ class CompartmentReportWriter:
         if t is None:
             from mpi4py import MPI
 
-            place = self._layout.placements[src]
+            place = self._remote[src]
             base = MPI.FLOAT.Create_indexed(place.run_lengths.tolist(), place.run_dst.tolist())
             t = base.Create_resized(0, self.n_elements * DATA_DTYPE.itemsize)
             t.Commit()
@@ -300,20 +302,28 @@ class CompartmentReportWriter:
             self._recv_types[src] = t
         return t
 
-    def _buffer(self, rows: int) -> np.ndarray:
-        """A reused assembly buffer: no fresh pages to fault in at every block."""
-        if self._out is None or self._out.shape[0] < rows:
-            self._out = np.empty((rows, self.n_elements), dtype=DATA_DTYPE)
-        return self._out[:rows]
-
     def flush(self, sync: bool = False) -> None:
-        """End of block: close the file so it is complete on disk; ``sync`` also fsyncs (checkpoints)."""
-        if self._file is None:
+        """End of block: close the file so it is complete on disk; ``sync`` also fsyncs (checkpoints).
+
+        It ends with a barrier: when it returns, every rank's rows are in the file (a reader
+        may open it) and no rank reads the shared buffer any more.
+        """
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            if sync:
+                fsync_path(self.h5_path)
+        elif self._fd is not None:
+            try:
+                if sync:
+                    os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+        else:
             return
-        self._file.close()
-        self._file = None
-        if sync and (self.io_path == PARALLEL or self.comm.rank in self._writers):
-            fsync_path(self.h5_path)
+        self.comm.barrier()
+        self._buffer_busy = False
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:
@@ -331,18 +341,22 @@ class CompartmentReportWriter:
                 or state.get("n_elements") != self.n_elements:
             raise OutputError("checkpoint does not match this report (different time range or cells)",
                               file=self.h5_path, fix="resume with the same config, or run without --resume")
-        ok = True
+        ok, offset = True, None
         if self.comm.rank == 0:
             try:
                 with h5py.File(self.h5_path, "r") as f:
-                    shape = f[f"report/{self.population}/data"].shape
-                ok = shape == (self.n_times, self.n_elements)
+                    ds = f[f"report/{self.population}/data"]
+                    offset = raw_offset(ds)
+                    ok = ds.shape == (self.n_times, self.n_elements) and ds.dtype == DATA_DTYPE \
+                        and (offset is not None or ds.size == 0)
             except (OSError, KeyError):
                 ok = False
-        if not self.comm.bcast(ok):
+        ok, offset = self.comm.bcast((ok, offset))
+        if not ok:
             raise OutputError("report file is missing or does not match the checkpoint", file=self.h5_path,
                               fix="run without --resume")
         self.flush()
+        self._offset = offset
         self._rows = int(state["rows"])
         self._created = True
 
@@ -351,7 +365,7 @@ class CompartmentReportWriter:
         if not self._created:
             self._open()
         self.flush(sync=False)
-        self._out = None
+        self._group.close()
         for t in self._recv_types.values():
             t.Free()
         self._recv_types = {}

@@ -6,6 +6,8 @@ part in every collective write even when its own selection is empty (h5py's high
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import h5py
 from h5py import h5d, h5p, h5s
@@ -58,3 +60,29 @@ def write_rows(ds: h5py.Dataset, start: int, arr: np.ndarray, collective: bool) 
         dxpl = h5p.create(h5p.DATASET_XFER)
         dxpl.set_dxpl_mpio(h5fd.MPIO_COLLECTIVE)
     ds.id.write(mspace, fspace, arr, dxpl=dxpl)
+
+
+def raw_offset(ds: h5py.Dataset) -> int | None:
+    """File offset of a contiguous, allocated, unfiltered dataset's raw bytes (None if it has none).
+
+    Such a dataset's elements are plain row-major bytes at one address, so a writer may put
+    rows there with ``os.pwrite`` (no HDF5 library needed, no metadata touched). Anything else
+    (chunked, compact, not allocated) returns None.
+    """
+    if ds.chunks is not None or ds.compression is not None:
+        return None
+    if ds.id.get_create_plist().get_layout() != h5d.CONTIGUOUS:
+        return None
+    off = ds.id.get_offset()
+    return None if off is None else int(off)
+
+
+def pwrite_all(fd: int, arr: np.ndarray, offset: int) -> None:
+    """Write all of C-contiguous ``arr`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    view = memoryview(np.ascontiguousarray(arr)).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(f"pwrite wrote nothing at offset {offset + done}")
+        done += n

@@ -1,0 +1,95 @@
+"""Placing one rank's report columns at their global (node-id order) positions in a row block.
+
+A rank's columns land in the global row as *runs* of consecutive columns (one run per
+cell, or longer when cells follow each other). Copying them is the report writer's
+only per-value work besides the write itself, so the copy is picked for the pattern:
+
+- ``identity``: the rank's row is the global row (one rank, or all cells its own in order);
+  nothing to copy.
+- ``slices``: a few long runs: one numpy slice copy per run.
+- ``units``: many runs: every run length is a multiple of ``g`` columns (their gcd), so
+  the source row is an array of ``g``-column items and one fancy-index assignment moves
+  them all. Copying 50-column items this way runs at ~2x the speed of per-run slice
+  copies (numpy's per-row overhead dominates 200-byte slices); with ``g == 1`` it is the
+  plain element gather.
+
+Measured on the benchmark pattern (200-byte runs from 2 ranks, 20 MB): slices 1.3 GB/s,
+units 2.6-3 GB/s, a contiguous copy of the same bytes 5-8 GB/s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import gcd
+
+import numpy as np
+
+DTYPE = np.dtype("<f4")  # report data: float32 little-endian (libsonata reads only float32)
+SLICE_MIN_COLS = 256  # runs at least this long (1 KB) are copied as slices, if few
+MAX_SLICE_RUNS = 64  # beyond this many runs, one fancy assignment beats a Python loop of slices
+
+
+@dataclass
+class Placement:
+    """Where one source rank's columns go in the global row (``cols[j]`` = global column of local j)."""
+
+    cols: np.ndarray
+    n_elements: int
+    method: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.cols, dtype=np.int64)
+        self.cols = c
+        self.n_cols = len(c)
+        if len(c):
+            breaks = np.flatnonzero(np.diff(c) != 1) + 1
+            starts = np.concatenate(([0], breaks)).astype(np.int64)
+            lengths = np.diff(np.concatenate((starts, [len(c)]))).astype(np.int64)
+        else:
+            starts = lengths = np.zeros(0, np.int64)
+        self.run_src = starts
+        self.run_dst = c[starts] if len(c) else np.zeros(0, np.int64)
+        self.run_lengths = lengths
+        if len(c) == 0:
+            self.method = "empty"
+        elif len(c) == self.n_elements and len(starts) == 1 and c[0] == 0:
+            self.method = "identity"
+        elif len(starts) <= MAX_SLICE_RUNS and lengths.mean() >= SLICE_MIN_COLS:
+            self.method = "slices"
+        else:
+            self.method = "units"
+            g = 0
+            for m in np.unique(lengths):
+                g = gcd(g, int(m))
+            self.unit = g
+            # destination column of each g-column item of the source row, in source order
+            per_run = lengths // g
+            first = np.repeat(self.run_dst, per_run)
+            within = np.arange(int(per_run.sum()), dtype=np.int64) - np.repeat(np.cumsum(per_run) - per_run, per_run)
+            self.unit_dst = first + within * g
+
+    @property
+    def identity(self) -> bool:
+        return self.method == "identity"
+
+    def scatter(self, src: np.ndarray, out: np.ndarray) -> None:
+        """Copy ``src`` [rows × n_cols] into the columns of ``out`` [rows × n_elements] it owns.
+
+        ``src`` must be C-contiguous float32; ``out`` rows may have any stride (a shared buffer).
+        """
+        if self.method in ("empty",) or src.shape[0] == 0:
+            return
+        if self.method == "identity":
+            out[...] = src
+        elif self.method == "slices":
+            for a, d, m in zip(self.run_src.tolist(), self.run_dst.tolist(), self.run_lengths.tolist()):
+                out[:, d:d + m] = src[:, a:a + m]
+        elif self.unit == 1:
+            out[:, self.cols] = src
+        else:
+            g = self.unit
+            item = np.dtype(f"V{g * out.itemsize}")
+            src_u = src.view(item)  # [rows × n_cols/g] items, in source order
+            # every column start of ``out`` as an item (items overlap; only disjoint ones are written)
+            dst_u = np.ndarray((out.shape[0], self.n_elements - g + 1), dtype=item, buffer=out,
+                               strides=(out.strides[0], out.itemsize))
+            dst_u[:, self.unit_dst] = src_u
