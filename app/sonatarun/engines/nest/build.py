@@ -225,34 +225,56 @@ def set_spike_trains(nest, trains: SpikeTrains, generators: set[int], gid_map: G
         raise InputError(f"gid {int(not_virtual[0])} is not a virtual node; spike trains play only from virtual nodes",
                          key=f"inputs.{trains.name}.node_set",
                          fix="point node_set at a population whose model_type is virtual")
+    times = [np.asarray(t, dtype=np.float64) for t in trains.times]
+    lengths = [len(t) for t in times]
+    if not any(lengths):
+        return 0
+    # checks and sortedness for all trains at once (10k trains: no per-train numpy calls)
+    flat = np.concatenate(times)
+    owner = np.repeat(np.arange(len(times)), lengths)
+    bad = flat <= 0.0
+    if bad.any():
+        k = int(owner[np.argmax(bad)])
+        raise InputError(f"spike train of gid {int(gids[k])} has a time <= 0 ms ({float(times[k].min())}); NEST "
+                         f"cannot play it", key=f"inputs.{trains.name}", fix="shift or drop spikes at t <= 0")
+    if offset:
+        flat = flat + offset
+    down = np.flatnonzero(flat[1:] < flat[:-1])
+    unsorted = set(owner[down][owner[down] == owner[down + 1]].tolist())
+    parts = np.split(flat, np.cumsum(lengths)[:-1])
     merged: dict[int, np.ndarray] = {}
-    for nid, times in zip(nest_ids.tolist(), trains.times):
-        t = np.asarray(times, dtype=np.float64)
-        if len(t) == 0:
+    for k, nid in enumerate(nest_ids.tolist()):
+        if not lengths[k]:
             continue
-        if np.any(t <= 0.0):
-            raise InputError(f"spike train of gid {int(gid_map.gids([nid])[0])} has a time <= 0 ms "
-                             f"({float(t.min())}); NEST cannot play it", key=f"inputs.{trains.name}",
-                             fix="shift or drop spikes at t <= 0")
         prev = merged.get(nid)
         if prev is None:
             prev = played.get(nid)
-        t = t + offset
-        merged[nid] = t if prev is None else np.sort(np.concatenate([prev, t]), kind="stable")
-        if prev is None and np.any(np.diff(t) < 0):
-            merged[nid] = np.sort(t, kind="stable")
-    if not merged:
-        return 0
+        if prev is not None:
+            merged[nid] = np.sort(np.concatenate([prev, parts[k]]), kind="stable")
+        else:
+            merged[nid] = np.sort(parts[k], kind="stable") if k in unsorted else parts[k]
     played.update(merged)
     ids = sorted(merged)
-    collection = nest.NodeCollection(ids)
     try:
-        collection.set([{"spike_times": merged[i]} for i in ids])
+        set_each(nest, nest.NodeCollection(ids), [{"spike_times": merged[i]} for i in ids])
     except Exception as exc:
         raise InputError(f"NEST rejected spike times: {exc}", key=f"inputs.{trains.name}",
                          fix="with precise_times false, spike times must lie on the dt grid "
                              "(or set run.allow_offgrid_spikes true)") from exc
-    return sum(len(v) for v in merged.values())
+    return int(sum(len(v) for v in merged.values()))
+
+
+def set_each(nest, collection, params: list[dict[str, Any]]) -> None:
+    """collection.set(one dict per node), without the per-node `local` query that
+    NodeCollection.set makes first (0.2 s per 10k nodes; every node is local here: one
+    process). Falls back to the public call if pynest's kernel function is not there."""
+    kernel_api = getattr(getattr(nest, "ll_api", None), "nestkernel", None)
+    low_level_set = getattr(kernel_api, "llapi_set_nc_status", None)
+    datum = getattr(collection, "_datum", None)
+    if low_level_set is None or datum is None:
+        collection.set(params)
+        return
+    low_level_set(datum, params)
 
 
 def clamp_steps(clamp: CurrentClamp, dt: float, log: logging.Logger) -> tuple[list[float], list[float]]:
