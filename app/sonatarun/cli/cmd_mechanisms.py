@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -19,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     msub = p.add_subparsers(dest="action", metavar="ACTION")
     b = msub.add_parser("build", help="compile DIR/*.mod (or DIR/modfiles/*.mod) once per content")
     b.add_argument("directory", type=Path)
+    b.add_argument("--coreneuron", action="store_true",
+                   help="build for `run --coreneuron` (nrnivmodl -coreneuron, with the package's CoreNEURON mods)")
     b.set_defaults(func=build)
     ls = msub.add_parser("list", help="show the mechanisms DIR defines and whether they are compiled")
     ls.add_argument("directory", type=Path)
@@ -27,12 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _names(files: list[Path]) -> list[str]:
-    """SUFFIX / POINT_PROCESS / ARTIFICIAL_CELL names declared in the NEURON blocks."""
-    names = []
-    pat = re.compile(r"^\s*(SUFFIX|POINT_PROCESS|ARTIFICIAL_CELL)\s+(\w+)", re.MULTILINE)
-    for f in files:
-        names.extend(m.group(2) for m in pat.finditer(f.read_text(errors="replace")))
-    return names
+    from sonatarun.engines.neuron.mechanisms import declared_names
+
+    return declared_names(files)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -44,18 +42,35 @@ def build(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise EngineError("not a directory", file=directory, fix="give the folder holding the .mod files")
     files = mechanisms.mod_files(directory)
-    target = mechanisms.cache_root() / mechanisms.content_key(files) if files else None
-    cached = target is not None and mechanisms._library(target) is not None
     log = logging.getLogger("sonatarun.mechanisms")
     if not log.handlers:
         h = logging.StreamHandler(sys.stdout)
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)
         log.setLevel(logging.INFO)
+    if args.coreneuron:
+        return _build_coreneuron(directory, files, log)
+    target = mechanisms.cache_root() / mechanisms.content_key(files) if files else None
+    cached = target is not None and mechanisms._library(target) is not None
     lib = mechanisms.build(directory, log=log)
     state = "already compiled" if cached else "compiled"
     print(f"{len(files)} mechanism file(s) {state}: {', '.join(_names(files))}")
     print(f"library: {lib}")
+    return 0
+
+
+def _build_coreneuron(directory: Path, files: list[Path], log: logging.Logger) -> int:
+    from sonatarun.engines.neuron import coreneuron
+
+    was_cached = coreneuron.cached(directory) is not None
+    found = coreneuron.build(directory, log=log)
+    for name, mechs in found.excluded.items():
+        print(f"warning: {name} does not compile for CoreNEURON: left out ({', '.join(mechs) or 'no mechanisms'} "
+              f"unavailable with --coreneuron)")
+    kept = [f for f in files if f.name not in found.excluded]
+    state = "already compiled" if was_cached else "compiled"
+    print(f"{len(kept)} mechanism file(s) {state} for CoreNEURON: {', '.join(_names(kept))}")
+    print(f"library: {found.library}")
     return 0
 
 

@@ -15,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-interval", type=float, metavar="MS",
                    help="write a checkpoint every MS simulated milliseconds (at block ends)")
     p.add_argument("--threads", type=int, metavar="N", help="threads per rank (NEST local_num_threads, NEURON pc.nthread)")
+    p.add_argument("--coreneuron", action="store_true", default=None,
+                   help="NEURON engine: integrate with CoreNEURON (mechanisms compiled for it on first use; "
+                        "no checkpoints)")
     p.set_defaults(func=run)
 
 
@@ -23,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     sim = Simulation.from_config(args.config, output_dir=args.output_dir, resume=args.resume,
                                  checkpoint_interval=args.checkpoint_interval, threads=args.threads,
-                                 debug=args.debug)
+                                 debug=args.debug, coreneuron=args.coreneuron)
     result = sim.run()
     if sim.comm.is_root:
         print(f"sonatarun: {result.n_spikes} spikes in {result.wall_seconds:.2f} s -> {result.output_dir}")

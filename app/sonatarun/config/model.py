@@ -41,9 +41,10 @@ RUN_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "overwrite_output_dir": ((bool,), None),
     "precise_times": ((bool,), None),
     "allow_offgrid_spikes": ((bool,), None),
+    "coreneuron": ((bool,), None),  # NEURON engine: integrate with CoreNEURON (as `run --coreneuron`)
 }
 # run keys an engine interprets itself (passed through as RunSettings.engine_options)
-ENGINE_RUN_KEYS = ("precise_times", "allow_offgrid_spikes")
+ENGINE_RUN_KEYS = ("precise_times", "allow_offgrid_spikes", "coreneuron")
 CONDITIONS_KEYS = {"celsius": (NUMBER, 34.0), "v_init": (NUMBER, -80.0)}
 OUTPUT_KEYS = {
     "output_dir": ((str,), "output"),

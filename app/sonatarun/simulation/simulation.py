@@ -39,6 +39,7 @@ class RunOptions:
     checkpoint_interval: float | None = None
     threads: int | None = None
     debug: bool = False
+    coreneuron: bool | None = None  # None: the config's run.coreneuron
 
 
 @dataclass
@@ -71,11 +72,14 @@ class Simulation:
     # -- planning ------------------------------------------------------------
     def settings(self) -> RunSettings:
         run = self.config.run
+        engine_options = dict(run.engine_options)
+        if self.options.coreneuron is not None:
+            engine_options["coreneuron"] = self.options.coreneuron
         return RunSettings(tstart=run.tstart, tstop=run.tstop, dt=run.dt, spike_threshold=run.spike_threshold,
                            dL=run.dL, celsius=self.config.celsius, v_init=self.config.v_init,
                            nsteps_block=run.nsteps_block, threads=self.options.threads or run.threads or 1,
                            seed=run.seed, components=dict(self.config.components),
-                           quiet=self.config.output.quiet_simulator, engine_options=dict(run.engine_options))
+                           quiet=self.config.output.quiet_simulator, engine_options=engine_options)
 
     def plan(self) -> dict[str, Any]:
         """Rank-local cells, connections, stimuli and probes; raises on any bad input."""
@@ -105,12 +109,35 @@ class Simulation:
     def check_engine(self, plan: dict[str, Any]) -> None:
         """Ask the engine whether it can build this plan (templates, mechanisms) before any write."""
         check = getattr(engines.get(self.engine_name), "check_plan", None)
-        problems = check(plan, self.config.components) if check else []
+        extra = {"coreneuron": True} if self.uses_coreneuron() else {}
+        problems = check(plan, self.config.components, **extra) if check else []
         if problems:
             from sonatarun.errors import EngineError
 
             more = f" (and {len(problems) - 1} more problem(s): run `sonatarun validate`)" if len(problems) > 1 else ""
             raise EngineError(problems[0] + more, file=self.config.source_of("networks"))
+
+    def uses_coreneuron(self) -> bool:
+        """``--coreneuron`` / ``run.coreneuron``, checked against what CoreNEURON runs cannot do."""
+        if not self.settings().engine_options.get("coreneuron"):
+            return False
+        from sonatarun.errors import InputError
+
+        if self.engine_name != "neuron":
+            raise InputError(f"--coreneuron needs the NEURON engine; this model runs on {self.engine_name}",
+                             key="--coreneuron", fix="drop --coreneuron (and run.coreneuron)")
+        fix = "run without --coreneuron (and run.coreneuron) to use checkpoints"
+        if self.options.resume:
+            raise InputError("--resume cannot be used with --coreneuron: CoreNEURON runs do not save or "
+                             "restore checkpoints", key="--resume", fix=fix + ", or start again without --resume")
+        if self.options.checkpoint_interval:
+            raise InputError("--checkpoint-interval cannot be used with --coreneuron: CoreNEURON runs do not "
+                             "save checkpoints", key="--checkpoint-interval", fix=fix)
+        if self.options.checkpoint_interval is None and self.config.run.checkpoint_interval:
+            raise InputError("run.checkpoint_interval cannot be used with --coreneuron: CoreNEURON runs do not "
+                             "save checkpoints", key="run.checkpoint_interval", file=self.config.source_of("run"),
+                             fix=fix + ", or remove the key")
+        return True
 
     def summary(self) -> dict[str, Any]:
         """What `sonatarun validate` prints: the model as sonatarun understands it."""
@@ -183,6 +210,11 @@ class Simulation:
         if interval is None:
             interval = cfg.run.checkpoint_interval
         policy = CheckpointPolicy.choose(interval, settings.tstart)
+        if policy.enabled and settings.engine_options.get("coreneuron"):  # only the scheduler default gets here
+            if comm.is_root:
+                log.warning("no automatic checkpoints under the batch scheduler: CoreNEURON runs (--coreneuron) "
+                            "cannot save them; a stopped job starts again from t = 0")
+            policy = CheckpointPolicy.choose(0, settings.tstart)
         fprint = fingerprint(cfg.raw)
         t, block, n_spikes = settings.tstart, 0, 0
         if self.options.resume:

@@ -18,6 +18,35 @@ from sonatarun.errors import EngineError
 from sonatarun.mpi import Comm
 
 
+def _load_mechanisms(components: dict[str, Any], use_coreneuron: bool, log: logging.Logger | None) -> None:
+    """The package's and the config's mechanisms: NEURON-only libraries, or one CoreNEURON build."""
+    mech_dir = components.get("mechanisms_dir")
+    if use_coreneuron:
+        from sonatarun.engines.neuron import coreneuron
+
+        coreneuron.load(Path(mech_dir) if mech_dir is not None else None, log=log)
+        return
+    mechanisms.load(mechanisms.PACKAGE_MOD_DIR, log=log)
+    if mech_dir is not None and mechanisms.mod_files(Path(mech_dir)):
+        mechanisms.load(Path(mech_dir), log=log)
+
+
+def _excluded_synapses(batches: list[ConnectionBatch]) -> list[str]:
+    """Edge types whose synapse model comes from a .mod file left out of the CoreNEURON build."""
+    from sonatarun.engines.neuron.coreneuron import excluded_note
+
+    problems, seen = [], set()
+    for b in batches:
+        for name in (b.model_template, (b.dynamics or {}).get("model_template")):
+            name = str(name or "").removeprefix("nrn:")
+            note = excluded_note([name]) if name and name not in seen else ""
+            seen.add(name)
+            if note:
+                problems.append(f"edge population '{b.edge_population}': synapse model '{name}' is unavailable "
+                                f"with --coreneuron{note}")
+    return problems
+
+
 @register("neuron")
 class NeuronEngine(Engine):
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
@@ -33,10 +62,8 @@ class NeuronEngine(Engine):
         if comm.size > 1 and int(self.pc.nhost()) != comm.size:
             raise EngineError(f"NEURON sees {int(self.pc.nhost())} rank(s) but MPI has {comm.size}",
                               fix="set MPI_LIB_NRN_PATH to the libmpi.so.12 that mpi4py uses")
-        mechanisms.load(mechanisms.PACKAGE_MOD_DIR, log=log if comm.is_root else None)
-        mech_dir = settings.components.get("mechanisms_dir")
-        if mech_dir is not None and mechanisms.mod_files(Path(mech_dir)):
-            mechanisms.load(Path(mech_dir), log=log if comm.is_root else None)
+        self.coreneuron = bool(settings.engine_options.get("coreneuron"))
+        _load_mechanisms(settings.components, self.coreneuron, log if comm.is_root else None)
         h.dt = settings.dt
         h.steps_per_ms = 1.0 / settings.dt
         h.celsius = settings.celsius
@@ -50,7 +77,7 @@ class NeuronEngine(Engine):
         self.probes: list[Probe] = []
 
     @classmethod
-    def check_plan(cls, plan: dict[str, Any], components: dict[str, Path]) -> list[str]:
+    def check_plan(cls, plan: dict[str, Any], components: dict[str, Path], *, coreneuron: bool = False) -> list[str]:
         """Problems `build_cells` would hit, found without building (nothing is written)."""
         os.environ.setdefault("NEURON_MODULE_OPTIONS", "-nogui")
         from neuron import h
@@ -59,12 +86,11 @@ class NeuronEngine(Engine):
 
         problems: list[str] = []
         try:
-            mechanisms.load(mechanisms.PACKAGE_MOD_DIR)
-            mech_dir = components.get("mechanisms_dir")
-            if mech_dir is not None and mechanisms.mod_files(Path(mech_dir)):
-                mechanisms.load(Path(mech_dir))
+            _load_mechanisms(components, coreneuron, None)
         except EngineError as exc:
             return [exc.render()]
+        if coreneuron:
+            problems.extend(_excluded_synapses(plan["connections"]))
         seen = set()
         for b in plan["cells"]:
             key = (b.population, b.node_type_id, b.model_type, b.model_template)
@@ -85,8 +111,11 @@ class NeuronEngine(Engine):
                     problems.append(f"{where}: unknown model_template '{b.model_template}' "
                                     f"(use nrn:<ArtificialCell>, e.g. nrn:IntFire1)")
                 elif not hasattr(h, name):
+                    from sonatarun.engines.neuron.coreneuron import excluded_note
+
                     problems.append(f"{where}: unknown model_template '{b.model_template}': NEURON has no "
-                                    f"'{name}' (load the mechanism that defines it via components.mechanisms_dir)")
+                                    f"'{name}'{excluded_note([name])} (load the mechanism that defines it via "
+                                    f"components.mechanisms_dir)")
         return problems
 
     # -- model ---------------------------------------------------------------
@@ -155,7 +184,11 @@ class NeuronEngine(Engine):
     # -- time ----------------------------------------------------------------
     def prepare(self) -> None:
         h = self.h
-        h.cvode.cache_efficient(1)  # as BMTK: contiguous state arrays, same numbers, faster
+        h.cvode.cache_efficient(1)  # as BMTK: contiguous state arrays, same numbers, faster (CoreNEURON needs it)
+        if self.coreneuron:
+            from sonatarun.engines.neuron import coreneuron
+
+            coreneuron.enable()
         if self.settings.threads > 1:
             self.pc.nthread(self.settings.threads)  # each cell stays whole in one thread: same results
         self.pc.set_maxstep(10)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -41,12 +43,20 @@ def mod_files(directory: Path) -> list[Path]:
     return files
 
 
-def content_key(files: list[Path]) -> str:
+def declared_names(files: list[Path]) -> list[str]:
+    """SUFFIX / POINT_PROCESS / ARTIFICIAL_CELL names declared in the files' NEURON blocks."""
+    pat = re.compile(r"^\s*(SUFFIX|POINT_PROCESS|ARTIFICIAL_CELL)\s+(\w+)", re.MULTILINE)
+    return [m.group(2) for f in files for m in pat.finditer(Path(f).read_text(errors="replace"))]
+
+
+def content_key(files: list[Path], salt: str = "") -> str:
+    """Cache key: NEURON version, machine, build flavour/flags (`salt`) and every file's name and bytes."""
     h = hashlib.sha256()
     import neuron
 
     h.update(getattr(neuron, "__version__", "").encode())
     h.update(platform.machine().encode())
+    h.update(salt.encode())
     for f in sorted(files, key=lambda p: p.name):
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -117,6 +127,7 @@ def load(directory: Path, *, log=None) -> Path:
     if str(lib) not in _LOADED:
         from neuron import h
 
+        _check_flavour(lib, coreneuron=False)
         if not h.nrn_load_dll(str(lib)):
             raise EngineError(f"NEURON could not load {lib}", file=directory,
                               fix=f"delete {lib.parent.parent} to rebuild it")
@@ -171,7 +182,37 @@ def require_mechanisms(names: set[str] | list[str], source: str | Path | None = 
     """Raise a clear EngineError when a dynamics JSON names a mechanism that is not loaded."""
     missing = sorted(set(names) - known_mechanisms())
     if missing:
-        raise EngineError(f"mechanism{'s' if len(missing) > 1 else ''} {', '.join(missing)} not loaded",
+        from sonatarun.engines.neuron.coreneuron import excluded_note
+
+        raise EngineError(f"mechanism{'s' if len(missing) > 1 else ''} {', '.join(missing)} not loaded"
+                          f"{excluded_note(missing)}",
                           file=source, key="dynamics_params",
                           fix="put the .mod file(s) in the config's components.mechanisms_dir "
                               "(compiled on first run, or with `sonatarun mechanisms build DIR`)")
+
+
+_CORE_LOADED: set[str] = set()
+
+
+def _check_flavour(lib: Path, *, coreneuron: bool) -> None:
+    """One process holds either the NEURON-only libraries or one CoreNEURON build: both define the
+    same mechanisms, and NEURON cannot load a mechanism twice."""
+    other = (_LOADED - _CORE_LOADED) if coreneuron else _CORE_LOADED
+    if other and str(lib) not in other:
+        raise EngineError(f"this process already loaded {'NEURON-only' if coreneuron else 'CoreNEURON'} "
+                          f"mechanisms ({sorted(other)[0]})",
+                          fix="run with and without --coreneuron in separate processes")
+
+
+def load_library(lib: Path, *, coreneuron: bool, source: Path | None = None) -> None:
+    """nrn_load_dll once per library, refusing to mix the two build flavours in one process."""
+    if str(lib) in _LOADED:
+        return
+    from neuron import h
+
+    _check_flavour(lib, coreneuron=coreneuron)
+    if not h.nrn_load_dll(str(lib)):
+        raise EngineError(f"NEURON could not load {lib}", file=source, fix=f"delete {lib.parent.parent} to rebuild it")
+    _LOADED.add(str(lib))
+    if coreneuron:
+        _CORE_LOADED.add(str(lib))
