@@ -6,8 +6,9 @@ and the cost of closing a spikes file (by_time / by_id) at 1 and 2 ranks.
 The report rows are written block by block exactly as a run does (``write_block`` +
 ``flush`` per block, cells dealt round-robin over ranks, file closed between blocks);
 the baseline is one process writing the same float32 array with plain h5py, both as
-one write and block by block. Throughput counts the report's data bytes; files land in
-the page cache (no fsync) for all methods alike. The parallel path needs the venv that
+one write and block by block (measured before and after the report runs, best of all).
+Throughput counts the report's data bytes; files land in the page cache (no fsync) for
+all methods alike; the 'disk' columns add one fsync at the end. The parallel path needs the venv that
 ``.ci/setup-parallel-h5py.sh`` builds (default ``.venv-mpi``) and Debian's mpiexec.mpich.
 """
 from __future__ import annotations
@@ -174,6 +175,7 @@ def main() -> None:
     ap.add_argument("--mpi-venv", default=str(ROOT / ".venv-mpi"))
     ap.add_argument("--worker", choices=["report", "spikes"])
     ap.add_argument("--out")
+    ap.add_argument("--no-spikes", action="store_true", help="report table only")
     args = ap.parse_args()
     if args.worker:
         res = worker_report(args) if args.worker == "report" else worker_spikes(args)
@@ -186,27 +188,38 @@ def main() -> None:
     mb = args.rows * args.elements * 4 / 1e6
     tmp = Path(tempfile.mkdtemp(prefix="bench_io_"))
     try:
+        # the baseline runs before and after the report runs (best of all): a page-cache write is
+        # memory-speed, so it moves with what else runs on the machine, and the ratios with it
+        load0 = os.getloadavg()
         plain = [plain_h5py(tmp / "plain.h5", args.rows, args.elements, args.block) for _ in range(args.repeat)]
+        results = {}
+        for path in ("serial", "parallel"):
+            for ranks in (1, 2):
+                results[(path, ranks)] = launch("report", path, ranks, tmp / f"{path}{ranks}.h5", args)
+                (tmp / f"{path}{ranks}.h5").unlink(missing_ok=True)
+        plain += [plain_h5py(tmp / "plain.h5", args.rows, args.elements, args.block) for _ in range(args.repeat)]
+        load1 = os.getloadavg()
         t_one, t_blk, t_one_disk = (min(p[i] for p in plain) for i in range(3))
+        spread = max(p[0] for p in plain) / t_one
         print(f"report: {args.rows} rows x {args.elements} columns float32 = {mb:.0f} MB, "
               f"blocks of {args.block} rows, best of {args.repeat}")
+        print(f"load average before {load0[0]:.1f}, after {load1[0]:.1f} (2 cores: above ~0.5 the machine "
+              f"is shared); plain one-write spread over its {len(plain)} runs: worst/best {spread:.2f}")
         print("'cache': until the file is closed (page cache); 'disk': until fsync returns")
         print(f"{'method':38s} {'ranks':>5s} {'cache s':>8s} {'MB/s':>6s} {'vs plain':>8s} {'disk s':>7s} "
               f"{'MB/s':>6s} {'vs plain':>8s}  peak RSS MB per rank")
         print(f"{'plain h5py, one write':38s} {1:5d} {t_one:8.3f} {mb / t_one:6.0f} {'100%':>8s} {t_one_disk:7.3f} "
               f"{mb / t_one_disk:6.0f} {'100%':>8s}")
         print(f"{'plain h5py, per block':38s} {1:5d} {t_blk:8.3f} {mb / t_blk:6.0f} {t_one / t_blk:8.0%}")
-        for path in ("serial", "parallel"):
-            for ranks in (1, 2):
-                runs = [launch("report", path, ranks, tmp / f"{path}{ranks}.h5", args)]
-                if runs[0] is None:
-                    print(f"{'sonatarun ' + path:38s} {ranks:5d}   (parallel h5py venv not found: skipped)")
-                    continue
-                t = min(r["seconds"] for r in runs)
-                td = min(r["fsync_seconds"] for r in runs)
-                print(f"{'sonatarun ' + path + ' (write_block+flush)':38s} {ranks:5d} {t:8.3f} {mb / t:6.0f} "
-                      f"{t_one / t:8.0%} {td:7.3f} {mb / td:6.0f} {t_one_disk / td:8.0%}  {runs[0]['rss_mb']}")
-                (tmp / f"{path}{ranks}.h5").unlink(missing_ok=True)
+        for (path, ranks), r in results.items():
+            if r is None:
+                print(f"{'sonatarun ' + path:38s} {ranks:5d}   (parallel h5py venv not found: skipped)")
+                continue
+            t, td = r["seconds"], r["fsync_seconds"]
+            print(f"{'sonatarun ' + path + ' (write_block+flush)':38s} {ranks:5d} {t:8.3f} {mb / t:6.0f} "
+                  f"{t_one / t:8.0%} {td:7.3f} {mb / td:6.0f} {t_one_disk / td:8.0%}  {r['rss_mb']}")
+        if args.no_spikes:
+            return
 
         print(f"\nspikes: {args.spikes} spikes in 50 blocks; close = final sort/attributes (no CSV)")
         print(f"{'path':10s} {'ranks':>5s} {'sort':>8s} {'blocks s':>9s} {'close s':>8s}")

@@ -46,14 +46,23 @@ def choose_io_path(comm: Comm) -> str:
     return PARALLEL if can_parallel else SERIAL
 
 
-def open_h5(path: Path | str, mode: str, comm: Comm, io_path: str) -> h5py.File:
+def open_h5(path: Path | str, mode: str, comm: Comm, io_path: str,
+            hints: dict[str, str] | None = None) -> h5py.File:
     """Open ``path`` on every rank (parallel, collective) or on the calling rank only (serial).
 
     The earliest file format is kept on purpose: it writes no consistency flags into the
     superblock, so a file whose writer was killed still opens without ``h5clear``.
     File locking is best-effort: cluster file systems without flock (some NFS/Lustre
-    mounts) would otherwise refuse every open.
+    mounts) would otherwise refuse every open. ``hints`` are MPI-IO hints (parallel only).
     """
     if io_path == PARALLEL:
-        return h5py.File(path, mode, driver="mpio", comm=comm.mpi, locking="best-effort")
+        kw = {}
+        if hints:
+            from mpi4py import MPI
+
+            info = MPI.Info.Create()
+            for k, v in hints.items():
+                info.Set(k, v)
+            kw["info"] = info
+        return h5py.File(path, mode, driver="mpio", comm=comm.mpi, locking="best-effort", **kw)
     return h5py.File(path, mode, locking="best-effort")

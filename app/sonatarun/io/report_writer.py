@@ -42,6 +42,10 @@ from sonatarun.mpi import Comm
 
 STATE_KIND = "compartment_report"
 _TAG = 0x5A7A  # report slice messages (point-to-point, matched in order per pair)
+# Each rank writes one contiguous, non-overlapping row range: ROMIO's collective buffering
+# would funnel every rank's rows through one aggregator per node (an extra copy and a
+# transfer), and data sieving only serves holes. The write stays a collective call.
+MPIIO_HINTS = {"romio_cb_write": "disable", "romio_ds_write": "disable"}
 
 
 def n_times_of(tstart: float, tstop: float, dt: float) -> int:
@@ -163,7 +167,7 @@ class CompartmentReportWriter:
             self._create()
             self._created = True
         if self.io_path == PARALLEL:
-            self._file = open_h5(self.h5_path, "r+", self.comm, self.io_path)
+            self._file = open_h5(self.h5_path, "r+", self.comm, self.io_path, hints=MPIIO_HINTS)
         else:
             self._fd = os.open(self.h5_path, os.O_WRONLY)
 
