@@ -1,6 +1,6 @@
 """BMTK BioNet vs sonatarun on the same detailed network, side by side.
 
-    python benchmarks/bench_bionet.py [--cells-per-morph 10] [--tstop 3000] [--np N]
+    python benchmarks/bench_bionet.py [--cells-per-morph 10] [--tstop 3000] [--np N] [--coreneuron]
 
 Builds the bio_network example at benchmark size (default 50 biophysical cells on five
 real morphologies, 50 virtual inputs, 3 s) into ``benchmarks/generated/bionet`` with two
@@ -120,11 +120,14 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-def run_sonatarun(cfg: Path, out: Path, np: int | None, threads: int | None = None) -> dict:
+def run_sonatarun(cfg: Path, out: Path, np: int | None, threads: int | None = None,
+                  coreneuron: bool = False) -> dict:
     env = dict(os.environ, NEURON_MODULE_OPTIONS="-nogui")
     cmd = [sys.executable, "-c", SONATARUN_CHILD, "run", str(cfg), "--output-dir", str(out)]
     if threads:
         cmd += ["--threads", str(threads)]
+    if coreneuron:
+        cmd += ["--coreneuron"]
     if np:
         cmd = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(np), *cmd]
     _, wall, rss, cpu = measured(cmd, cfg.parent, env)
@@ -153,6 +156,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "generated" / "bionet")
     ap.add_argument("--threads", type=int, default=None,
                     help="NEURON threads per rank for sonatarun (BMTK has none); use with --clock wall")
+    ap.add_argument("--coreneuron", action="store_true",
+                    help="run sonatarun with --coreneuron (its mechanisms compiled for CoreNEURON before timing)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="time phases in CPU seconds (default; robust on a shared machine) or wall seconds")
     args = ap.parse_args()
@@ -165,12 +170,13 @@ def main() -> None:
     build_network(args.out, args.cells_per_morph, args.lgn, args.tstop)
     # warm the mechanism cache so compiling is not timed
     subprocess.run([sys.executable, "-m", "sonatarun.cli.main", "mechanisms", "build",
-                    str(args.out / "components" / "mechanisms")], check=True, capture_output=True)
+                    str(args.out / "components" / "mechanisms"), *(["--coreneuron"] if args.coreneuron else [])],
+                   check=True, capture_output=True)
     res: dict[str, dict] = {}
     for label, cfg in (("reports", "config.reports.json"), ("noreports", "config.noreports.json")):
         res[f"bmtk_{label}"] = run_bmtk(args.out / cfg, args.out / f"out_bmtk_{label}", args.np)
         res[f"sonatarun_{label}"] = run_sonatarun(args.out / cfg, args.out / f"out_sonatarun_{label}", args.np,
-                                                  args.threads)
+                                                  args.threads, args.coreneuron)
 
     b, s = res["bmtk_reports"], res["sonatarun_reports"]
     bn, sn = res["bmtk_noreports"], res["sonatarun_noreports"]
@@ -184,14 +190,16 @@ def main() -> None:
         ("simulate with/without reports", b["simulate"] / bn["simulate"], s["simulate"] / sn["simulate"], None),
     ]
     agree = spikes_agree(args.out / "out_bmtk_reports", args.out / "out_sonatarun_reports")
-    print(f"\nranks: {args.np or 1}, sonatarun threads: {args.threads or 1}; spikes: {agree}")
+    print(f"\nranks: {args.np or 1}, sonatarun threads: {args.threads or 1}"
+          f"{', sonatarun on CoreNEURON' if args.coreneuron else ''}; spikes: {agree}")
     print(f"phase times in {CLOCK} seconds")
     print(f"{'phase':32s} {'BMTK':>10s} {'sonatarun':>10s} {'BMTK/sonatarun':>15s}")
     for name, x, y, r in rows:
         print(f"{name:32s} {x:10.3f} {y:10.3f} {('%.2fx' % r) if r else '':>15s}")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    name = f"bench_bionet{'_t' + str(args.threads) if args.threads else ''}.json"
+    name = f"bench_bionet{'_t' + str(args.threads) if args.threads else ''}" \
+           f"{'_coreneuron' if args.coreneuron else ''}.json"
     (results / name).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                             "runs": res}, indent=2))
 
