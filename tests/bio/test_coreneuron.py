@@ -103,3 +103,26 @@ def test_mechanisms_build_coreneuron_reports_left_out_file(network):
     assert "for CoreNEURON: Ih" in proc.stdout
     lib = Path(proc.stdout.strip().splitlines()[-1].split("library: ")[1])
     assert (lib.parent / "libcorenrnmech.so").exists()
+
+
+def test_ecp_report_matches_neuron(tmp_path):
+    """The ECP report works under CoreNEURON (membrane currents via Vector.record: SonataEcp is not in
+    the CoreNEURON build) and equals NEURON's up to summation order."""
+    import importlib.util
+
+    import h5py
+
+    from tests.bio.ecp_network import build
+    from tests.conftest import need
+
+    need(importlib.util.find_spec("bmtk") is not None, "bmtk (pip install bmtk) for the network builder")
+    cfg = build(tmp_path / "ecp", tstop=40.0, nsteps_block=400, minimum_distance="auto", contributions=False)
+    outs = {}
+    for label, extra in (("neuron", []), ("coreneuron", ["--coreneuron"])):
+        outs[label] = tmp_path / f"out_{label}"
+        run_sonatarun("run", str(cfg), "--output-dir", str(outs[label]), *extra, cwd=cfg.parent)
+    with h5py.File(outs["neuron"] / "ecp.h5") as f, h5py.File(outs["coreneuron"] / "ecp.h5") as g:
+        e, a = f["ecp/data"][()], g["ecp/data"][()]
+    assert e.shape == a.shape and np.abs(e).max() > 0
+    assert np.abs(e - a).max() <= 1e-9 * np.abs(e).max()
+    assert "membrane currents buffered" in (outs["coreneuron"] / "log.txt").read_text()
