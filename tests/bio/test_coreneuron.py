@@ -126,3 +126,21 @@ def test_ecp_report_matches_neuron(tmp_path):
     assert e.shape == a.shape and np.abs(e).max() > 0
     assert np.abs(e - a).max() <= 1e-9 * np.abs(e).max()
     assert "membrane currents buffered" in (outs["coreneuron"] / "log.txt").read_text()
+
+
+def test_config_key_turns_coreneuron_on(network, tmp_path):
+    """`run.coreneuron: true` is the config form of --coreneuron (here its checkpoint refusal shows it)."""
+    base, _ = network
+    cfg = json.loads((base / "config.simulation.json").read_text())
+    cfg["run"]["coreneuron"] = True
+    cfg["run"]["checkpoint_interval"] = 100.0
+    path = base / "config.core.json"
+    path.write_text(json.dumps(cfg))
+    proc = run_sonatarun("run", str(path), "--output-dir", str(tmp_path / "out"), cwd=base, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "run.checkpoint_interval" in proc.stderr.strip().splitlines()[-1]
+    # and --checkpoint-interval 0 from the command line (no checkpoints) lets it run
+    cfg["run"]["tstop"] = 20.0
+    path.write_text(json.dumps(cfg))
+    run_sonatarun("run", str(path), "--output-dir", str(tmp_path / "out"), "--checkpoint-interval", "0", cwd=base)
+    assert "vecevent.mod is not part of the CoreNEURON build" in (tmp_path / "out" / "log.txt").read_text()
