@@ -1,4 +1,4 @@
-"""Spike recorder and multimeters, recorded to memory and emptied after every block.
+"""Spike tap, spike recorder and multimeters, recorded to memory and emptied after every block.
 
 BMTK PointNet records to ASCII files and converts them after the run (seconds of
 pandas for a small network). Here the recorders keep events in memory for one block
