@@ -56,10 +56,15 @@ def main() -> None:
     ap.add_argument("--max-chunk-bytes", type=int, default=64 << 20,
                     help="writer memory bound: small values force several slices per block")
     ap.add_argument("--placement", choices=["slices", "units"], help="force how columns are placed")
-    ap.add_argument("--group-size", type=int, help="ranks sharing one assembly buffer (emulates nodes)")
+    ap.add_argument("--group-size", type=int, help="ranks sharing memory (emulates several nodes)")
+    ap.add_argument("--chunk-bytes", type=int, help="assemble and write rows this much at a time")
     args = ap.parse_args()
     comm = world()
     rank, size = comm.rank, comm.size
+    if args.chunk_bytes is not None:
+        import sonatarun.io.report_writer as rw
+
+        rw.CHUNK_BYTES = rw.PARALLEL_CHUNK_BYTES = args.chunk_bytes
     if args.placement is not None:
         import sonatarun.io.placement as pl
 

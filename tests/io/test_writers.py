@@ -114,16 +114,18 @@ def _data_bytes(path: Path) -> bytes:
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("ranks, extra", [
-    (2, []),  # one node: the two ranks assemble rows in one shared buffer
+    (2, ["--chunk-bytes", "300"]),  # one node: a shared ring of 2-row chunks, written in turns
     (2, ["--group-size", "1"]),  # as on two nodes: columns travel as messages
-    (3, ["--group-size", "2", "--max-chunk-bytes", "700"]),  # both at once, blocks in slices of a few rows
+    (3, ["--group-size", "2", "--max-chunk-bytes", "700", "--chunk-bytes", "200"]),  # both, sliced blocks
+    (4, ["--chunk-bytes", "500"]),  # ranks with fewer chunks than others still pass the turn
     (2, ["--placement", "units", "--elements-scale", "3"]),  # 3-column items
     (2, ["--placement", "slices", "--elements-scale", "3"]),
-], ids=["shared", "messages", "mixed-sliced", "units", "slices"])
+], ids=["shared", "messages", "mixed-sliced", "four", "units", "slices"])
 def test_serial_path_every_rank_writes_and_the_file_is_byte_identical(tmp_path: Path, ranks: int,
                                                                      extra: list[str]) -> None:
     """Plain-wheel path at several ranks: each rank pwrites its own rows, and the whole file,
-    ``data``'s raw bytes included, equals the 1-rank file byte for byte."""
+    ``data``'s raw bytes included, equals the 1-rank file byte for byte (a resume on another
+    rank count rewrites the tail of the same file, so nothing less will do)."""
     scale = extra[extra.index("--elements-scale") + 1] if "--elements-scale" in extra else "1"
     ref, out = tmp_path / "one", tmp_path / "many"
     one = report_bytes_by_rank(run_driver("serial", 1, ref, "--elements-scale", scale))

@@ -1,15 +1,14 @@
-"""The ranks that share memory with this one, and a row buffer they assemble report rows in.
+"""The ranks that share memory with this one: shared segments, a barrier, a turn to pass.
 
 Report columns are spread over ranks (each rank records its own cells) but the file wants
-whole rows in node-id order. Ranks on one node need not send each other anything: each
-copies its own columns straight into a buffer all of them map (an MPI-3 shared window),
-then each writes its own contiguous row range out of it. Only ranks on *other* nodes
-exchange messages. The group is ``MPI_COMM_TYPE_SHARED`` (one node); ``group_size`` splits
-it further, which the tests use to run the several-node code on one machine.
+whole rows in node-id order. Ranks on one node need not send each other messages: they
+assemble rows in memory all of them map (an MPI-3 shared window), each copying its own
+columns, and take turns writing them. Only ranks on *other* nodes exchange messages. The
+group is ``MPI_COMM_TYPE_SHARED`` (one node); ``group_size`` splits it further, which the
+tests use to run the several-node code on one machine.
 
-The window lives in ``/dev/shm``: its size is capped to half of what is free there
-(Docker's default is 64 MB), so a small ``/dev/shm`` means more, smaller slices rather than
-a crash.
+The window lives in ``/dev/shm``: the writer keeps it within half of what is free there
+(Docker's default is 64 MB), so a small ``/dev/shm`` means smaller chunks, not a crash.
 """
 from __future__ import annotations
 
@@ -21,6 +20,13 @@ import numpy as np
 from sonatarun.mpi import Comm
 
 SHM_DIR = "/dev/shm"
+_TURN = 0x7E11  # turn-passing messages inside a group
+
+
+def _byte():
+    from mpi4py import MPI
+
+    return MPI.BYTE
 
 
 def shm_free_bytes() -> int | None:
@@ -34,7 +40,7 @@ def shm_free_bytes() -> int | None:
 
 @dataclass
 class NodeGroup:
-    """This rank's shared-memory group: its world ranks (ascending) and a shared row buffer."""
+    """This rank's shared-memory group: its world ranks (ascending), shared segments, sync."""
 
     comm: Comm
     group_size: int | None = None
@@ -44,7 +50,7 @@ class NodeGroup:
     def __post_init__(self) -> None:
         self._local = None  # mpi4py intra-group communicator (None: a group of one)
         self._win = None
-        self._buf: np.ndarray | None = None
+        self._segs: list[np.ndarray] | None = None
         mpi = self.comm.mpi
         if mpi is not None and self.comm.size > 1:
             from mpi4py import MPI
@@ -59,6 +65,7 @@ class NodeGroup:
         else:
             members = [self.comm.rank]
         self.members = members
+        self.index = members.index(self.comm.rank)  # = rank in the group communicator (key = world rank)
         leaders = self.comm.allgather(members[0])
         self.groups = [[r for r in range(self.comm.size) if leaders[r] == lead] for lead in sorted(set(leaders))]
 
@@ -71,7 +78,7 @@ class NodeGroup:
         return self._local is not None and self.size > 1
 
     def max_bytes(self) -> int | None:
-        """The most this group may put in one shared buffer (None: no limit), same on all members."""
+        """The most this group may put in its shared segments (None: no limit), same on all members."""
         if not self.shared:
             return None
         free = shm_free_bytes() if self._local.Get_rank() == 0 else None
@@ -79,30 +86,47 @@ class NodeGroup:
         return None if free is None else free // 2
 
     def barrier(self) -> None:
-        """Wait until every member is done with the buffer (a no-op in a group of one)."""
+        """Wait until every member is done with the segments (a no-op in a group of one)."""
         if self.shared:
             self._local.Barrier()
 
-    def buffer(self, rows: int, n_cols: int, dtype: np.dtype) -> np.ndarray:
-        """A [rows × n_cols] buffer every member sees (collective in the group; reused when big enough)."""
-        need = rows * n_cols
-        if self._buf is None or self._buf.size < need:
+    def ibarrier(self):
+        """A non-blocking barrier of the group (an MPI request)."""
+        return self._local.Ibarrier()
+
+    def wait_turn(self) -> None:
+        """Block until the previous member passes the turn (a 0-byte message)."""
+        self._local.Recv([bytearray(0), 0, _byte()], source=(self.index - 1) % self.size, tag=_TURN)
+
+    def pass_turn(self) -> None:
+        """Hand the turn to the next member (in world-rank order, wrapping around)."""
+        self._local.Send([bytearray(0), 0, _byte()], dest=(self.index + 1) % self.size, tag=_TURN)
+
+    def segments(self, n_values: int, dtype: np.dtype) -> list[np.ndarray]:
+        """Every member's segment of a shared window (1-D, ``dtype``), by member position; this
+        rank asks for ``n_values`` of its own (collective in the group; kept while big enough
+        everywhere). In a group of one: a private array."""
+        dtype = np.dtype(dtype)
+        sizes = self._local.allgather(int(n_values)) if self.shared else [int(n_values)]
+        if self._segs is None or any(have.size < need for have, need in zip(self._segs, sizes)):
             self.free()
             if self.shared:
                 from mpi4py import MPI
 
-                item = np.dtype(dtype).itemsize
-                mine = need * item if self._local.Get_rank() == 0 else 0
-                self._win = MPI.Win.Allocate_shared(mine, item, comm=self._local)
-                mem, _ = self._win.Shared_query(0)
-                self._buf = np.ndarray((need,), dtype=dtype, buffer=mem)
+                grow = [max(need, 1) for need in sizes]  # MPI needs no zero-size special case, numpy does
+                self._win = MPI.Win.Allocate_shared(grow[self._local.Get_rank()] * dtype.itemsize,
+                                                    dtype.itemsize, comm=self._local)
+                self._segs = []
+                for i, n in enumerate(grow):
+                    mem, _ = self._win.Shared_query(i)
+                    self._segs.append(np.ndarray((n,), dtype=dtype, buffer=mem))
             else:
-                self._buf = np.empty(need, dtype=dtype)
-        return self._buf[:need].reshape(rows, n_cols)
+                self._segs = [np.empty(max(sizes[0], 1), dtype=dtype)]
+        return self._segs
 
     def free(self) -> None:
-        """Release the buffer (collective in the group when shared)."""
-        self._buf = None
+        """Release the segments (collective in the group when shared)."""
+        self._segs = None
         if self._win is not None:
             self._win.Free()
             self._win = None
