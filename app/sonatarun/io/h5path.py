@@ -3,8 +3,10 @@
 Both paths produce files a reader cannot tell apart; they differ only in who touches
 the file. ``parallel`` needs an h5py built against parallel HDF5 (``h5py.get_config().mpi``)
 and an MPI communicator; every rank then writes its own hyperslab collectively.
-``serial`` works with the PyPI wheel: data travel to rank 0 one bounded chunk at a time
-and rank 0 writes. ``SONATARUN_IO=serial|parallel`` forces a path (tests use it);
+``serial`` works with the PyPI wheel: rank 0 creates the file and every rank writes its
+own rows of a report with ``os.pwrite`` at the raw offset of the contiguous ``data`` (the
+spike writer funnels its rows through rank 0). ``SONATARUN_IO=serial|parallel`` forces a
+path (tests use it);
 forcing ``parallel`` where it cannot work is an error rather than a silent fallback.
 """
 from __future__ import annotations
