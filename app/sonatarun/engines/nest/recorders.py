@@ -34,6 +34,16 @@ RECORDER_SYNAPSE = "static_synapse_hpc"
 HPC_MAX_LOCAL_INDEX = 65000
 
 
+def drain_events(device, gid_map: GidMap) -> tuple[np.ndarray, np.ndarray]:
+    """(gids, times) of the spikes a recording device holds, which it then forgets."""
+    ev = device.get("events")
+    senders = np.asarray(ev["senders"], dtype=np.int64)
+    times = np.round(np.asarray(ev["times"], dtype=np.float64), TIME_DECIMALS)
+    if len(senders):
+        device.n_events = 0
+    return gid_map.gids(senders), times
+
+
 class SpikeRecorder:
     """One spike_recorder on every non-virtual node."""
 
@@ -53,12 +63,7 @@ class SpikeRecorder:
             self._nest.Connect(collection, self.device, syn_spec={"synapse_model": self.synapse})
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        ev = self.device.get("events")
-        senders = np.asarray(ev["senders"], dtype=np.int64)
-        times = np.round(np.asarray(ev["times"], dtype=np.float64), TIME_DECIMALS)
-        if len(senders):
-            self.device.n_events = 0
-        return self._gid_map.gids(senders), times
+        return drain_events(self.device, self._gid_map)
 
 
 # Neuron models whose SpikeEvent handler does nothing but add weight x multiplicity to an
@@ -120,12 +125,7 @@ class SpikeTap:
             self._nest.Connect(ids, ids, "one_to_one", spec)
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
-        ev = self.device.get("events")
-        senders = np.asarray(ev["senders"], dtype=np.int64)
-        times = np.round(np.asarray(ev["times"], dtype=np.float64), TIME_DECIMALS)
-        if len(senders):
-            self.device.n_events = 0
-        return self._gid_map.gids(senders), times
+        return drain_events(self.device, self._gid_map)
 
 
 class MultimeterProbe(Probe):

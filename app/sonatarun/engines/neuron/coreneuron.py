@@ -18,7 +18,6 @@ its mechanisms then stops with an error naming the file (`excluded_note`).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -136,20 +135,14 @@ def build(mech_dir: Path | None, *, log=None) -> CoreBuild:
     if found:
         return found
     target = mechanisms.cache_root() / cache_key(files)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # ranks and parallel jobs compile once, the others wait
-        found = _found(target)
-        if found:
-            return found
+
+    def compile_into(tmp: Path) -> None:
         if log:
             log.info("compiling %d mechanisms for CoreNEURON (%s; once, cached in %s)", len(files), FLAGS, target)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         excluded = _compile(files, tmp, mech_dir, log)
         (tmp / EXCLUDED_FILE).write_text(json.dumps(excluded))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-        return _found(target)  # type: ignore[return-value]
+
+    return mechanisms.build_once(target, _found, compile_into)
 
 
 def load(mech_dir: Path | None, *, log=None) -> CoreBuild:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import platform
 import re
@@ -17,8 +16,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from sonatarun.errors import EngineError
+
+T = TypeVar("T")
 
 PACKAGE_MOD_DIR = Path(__file__).with_name("mod")
 
@@ -89,17 +91,9 @@ def build(directory: Path, *, log=None) -> Path:
     lib = _library(target)
     if lib:
         return lib
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = target.with_suffix(".lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # ranks and parallel jobs compile once, the others wait
-        lib = _library(target)
-        if lib:
-            return lib
+    def compile_into(tmp: Path) -> None:
         if log:
             log.info("compiling %d NEURON mechanisms from %s (once; cached in %s)", len(files), directory, target)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "mod").mkdir(parents=True)
         for f in files:
             shutil.copy2(f, tmp / "mod" / f.name)
@@ -110,12 +104,33 @@ def build(directory: Path, *, log=None) -> Path:
         proc = subprocess.run([nrnivmodl, "mod"], cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0 or not _library(tmp):
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            shutil.rmtree(tmp, ignore_errors=True)
             raise EngineError(f"nrnivmodl failed:\n{tail}", file=directory,
                               fix="fix the .mod file named above (a C compiler is needed: apt-get install gcc)")
+
+    return build_once(target, _library, compile_into)
+
+
+def build_once(target: Path, found: Callable[[Path], T | None], compile_into: Callable[[Path], None]) -> T:
+    """Compile into ``target`` once across ranks and parallel jobs (a file lock; the others wait
+    and reuse it); ``compile_into`` fills a private temporary folder that replaces ``target``
+    only when complete, so a failed or killed compile never leaves a half cache entry."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        hit = found(target)
+        if hit:
+            return hit
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            compile_into(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
-        return _library(target)  # type: ignore[return-value]
+        return found(target)  # type: ignore[return-value]
 
 
 _LOADED: set[str] = set()
