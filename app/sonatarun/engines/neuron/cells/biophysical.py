@@ -228,9 +228,6 @@ class BiophysicalBuilder(CellBuilder):
     def build(self, batch: CellBatch, settings: RunSettings) -> list[NrnCell]:
         from neuron import h
 
-        from sonatarun.engines.neuron.morphology import load_hoc_support
-
-        load_hoc_support()
         directives = processing.parse(batch.model_processing)
         template = (batch.model_template or "").strip()
         kind, _, name = template.partition(":")
@@ -249,6 +246,9 @@ class BiophysicalBuilder(CellBuilder):
             require_mechanisms(processing.mechanisms_used(params), src)
         morph_col = batch.attributes["morphology"] if "morphology" in batch.attributes.columns else None
         if kind == "hoc":
+            from sonatarun.engines.neuron.morphology import load_hoc_support
+
+            load_hoc_support()  # templates commonly read their morphology through Import3d
             self._load_templates(settings, name)
         cells: list[NrnCell] = []
         needs_shape = False
