@@ -55,7 +55,8 @@ def main() -> None:
     ap.add_argument("--elements-scale", type=int, default=1, help="multiply columns per cell")
     ap.add_argument("--max-chunk-bytes", type=int, default=64 << 20,
                     help="writer memory bound: small values force several slices per block")
-    ap.add_argument("--placement", choices=["slices", "units"], help="force how columns are placed")
+    ap.add_argument("--placement", choices=["slices", "units", "compiled"],
+                    help="force how columns are placed (slices/units: numpy's; compiled: the C run copy)")
     ap.add_argument("--group-size", type=int, help="ranks sharing memory (emulates several nodes)")
     ap.add_argument("--chunk-bytes", type=int, help="assemble and write rows this much at a time")
     args = ap.parse_args()
@@ -65,9 +66,15 @@ def main() -> None:
         import sonatarun.io.report_writer as rw
 
         rw.CHUNK_BYTES = rw.PARALLEL_CHUNK_BYTES = args.chunk_bytes
-    if args.placement is not None:
+    if args.placement == "compiled":
+        from sonatarun.io import run_copy
+
+        if run_copy.load() is None:
+            raise SystemExit("--placement compiled: the C run copy could not be built here")
+    elif args.placement is not None:
         import sonatarun.io.placement as pl
 
+        os.environ["SONATARUN_PLACEMENT"] = "numpy"
         pl.MAX_SLICE_RUNS, pl.SLICE_MIN_COLS = (1 << 62, 0) if args.placement == "slices" else (0, 1 << 62)
     out = args.out
     spikes = SpikeWriter(out / "spikes.h5", comm, list(POPS), args.sort, csv_path=out / "spikes.csv")
