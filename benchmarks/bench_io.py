@@ -67,7 +67,7 @@ def worker_report(args: argparse.Namespace) -> dict:
         best_cache, best_disk = min(best_cache, t_cache), min(best_disk, t_disk)
     rss = comm.gather(_peak_rss_mb())
     return {"seconds": best_cache, "fsync_seconds": best_disk, "path": w.io_path, "ranks": comm.size,
-            "rss_mb": [round(x) for x in rss] if rss else []}
+            "rss_mb": [round(x) for x in rss] if rss else [], "placement": w._own.method}
 
 
 def _peak_rss_mb() -> float:
@@ -143,6 +143,8 @@ def plain_h5py(out: Path, rows: int, elements: int, block: int) -> tuple[float, 
 
 def launch(kind: str, path: str, ranks: int, out: Path, args: argparse.Namespace) -> dict | None:
     env = dict(os.environ, SONATARUN_IO=path, PYTHONUNBUFFERED="1")
+    if args.placement:
+        env["SONATARUN_PLACEMENT"] = args.placement
     extra = ["--worker", kind, "--out", str(out), "--elements", str(args.elements), "--rows", str(args.rows),
              "--block", str(args.block), "--per-cell", str(args.per_cell), "--spikes", str(args.spikes),
              "--repeat", str(args.repeat)]
@@ -176,6 +178,9 @@ def main() -> None:
     ap.add_argument("--worker", choices=["report", "spikes"])
     ap.add_argument("--out")
     ap.add_argument("--no-spikes", action="store_true", help="report table only")
+    ap.add_argument("--placement", choices=["numpy", "compiled"],
+                    help="column placement of the report runs (default: compiled when a C compiler is "
+                         "there, as in a real run; numpy = SONATARUN_PLACEMENT=numpy, the fallback)")
     args = ap.parse_args()
     if args.worker:
         res = worker_report(args) if args.worker == "report" else worker_spikes(args)
@@ -217,7 +222,8 @@ def main() -> None:
                 continue
             t, td = r["seconds"], r["fsync_seconds"]
             print(f"{'sonatarun ' + path + ' (write_block+flush)':38s} {ranks:5d} {t:8.3f} {mb / t:6.0f} "
-                  f"{t_one / t:8.0%} {td:7.3f} {mb / td:6.0f} {t_one_disk / td:8.0%}  {r['rss_mb']}")
+                  f"{t_one / t:8.0%} {td:7.3f} {mb / td:6.0f} {t_one_disk / td:8.0%}  {r['rss_mb']} "
+                  f"placement: {r['placement']}")
         if args.no_spikes:
             return
 
