@@ -4,8 +4,10 @@ CoreNEURON (in the ``neuron`` wheel) loads a single ``libcorenrnmech.so``, so a 
 ``--coreneuron`` compiles, with ``nrnivmodl -coreneuron``, the .mod files of
 ``mod_coreneuron/`` (a SpikePlayer whose Vector is a BBCOREPOINTER copied to CoreNEURON)
 together with the config's ``mechanisms_dir``, and loads that build's NEURON side instead of
-the NEURON-only libraries. The report/ECP recorders (``mod/sonatarec.mod``,
-``mod/sonataecp.mod``) are not part of it: probes fall back to ``Vector.record``.
+the NEURON-only libraries. The NEURON-only report/ECP recorders (``mod/sonatarec.mod``,
+``mod/sonataecp.mod``) are not part of it: report probes use the build's own column
+recorder (``mod_coreneuron/sonatacorerec.mod``) and the ECP probe buffers membrane
+currents with ``Vector.record``.
 
 The flags let the compiler vectorise the per-instance loops with glibc's vector ``exp``
 (Ih, Exp2Syn): ``-fno-math-errno -fno-trapping-math`` and ``__FAST_MATH__`` (which selects

@@ -7,7 +7,14 @@ Vector in a C++ loop, inside ``psolve``, with no Python in the loop. At each
 block end :meth:`drain` reshapes each cell's buffer, subsamples it to the
 report's dt, converts to float32 and empties it (the Vector keeps its capacity).
 That costs ~7 ns per value per step instead of ~30 ns for one ``Vector.record``
-per column (which is the fallback when the package mechanisms are not loaded). Rows follow BMTK's convention so reports compare one to one:
+per column (which is the fallback when no recorder mechanism is loaded).
+
+Under CoreNEURON (``--coreneuron``) the mechanism library is the CoreNEURON build,
+which holds ``mod_coreneuron/sonatacorerec.mod`` instead: one ``SonataCoreRecorder``
+per column writes its float32 value straight into row ``(step - 1) mod nsteps_block``
+of a numpy block the probe owns, so a block's rows are ready without a transpose.
+
+Rows follow BMTK's convention so reports compare one to one:
 row ``i`` holds the state after time step ``start_step + i*dt_step + 1``
 (BMTK records in its post-``fadvance`` hook), for steps ``start_step <= k <
 end_step`` with ``k % dt_step == 0``.
@@ -73,12 +80,31 @@ class _RecordingProbe(Probe):
 
         self._variables = list(variables)
         self._native = hasattr(h, "SonataRecorder")
+        # CoreNEURON runs: the CoreNEURON build's column recorder (mod_coreneuron/sonatacorerec.mod)
+        # (not for i_membrane_: CoreNEURON cannot relocate a POINTER to it; the ECP probe keeps Vector.record)
+        self._core = not self._native and hasattr(h, "SonataCoreRecorder") and "i_membrane_" not in variables
         self._groups: list[tuple[Any, Any, int]] = []  # (recorder, buffer, n objects)
         self._slots: list[float] = []
         self._vectors: dict[str, list[Any]] = {v: [] for v in variables}
+        if self._core:
+            total = sum(len(objs) for _cell, objs in groups)
+            self._core_rows = max(1, self._block_steps)
+            self._core_bufs = {var: np.zeros((self._core_rows, total), dtype=np.float32) for var in variables}
+            self._core_recs: list[Any] = []
+        c0 = 0
         for cell, objs in groups:
             refs = [[_ref(o, var, self.spec.name) for o in objs] for var in variables]
-            if self._native:
+            if self._core:
+                for var, per_var in zip(variables, refs):
+                    addr = self._core_bufs[var].ctypes.data
+                    for j, r in enumerate(per_var):
+                        rec = h.SonataCoreRecorder(cell.soma(0.5))
+                        h.setpointer(r, "ptr", rec)
+                        rec.col, rec.ncols, rec.nrows = c0 + j, total, self._core_rows
+                        rec.addr = float(addr)  # user-space addresses are < 2**53: exact in a double
+                        self._core_recs.append(rec)
+                c0 += len(objs)
+            elif self._native:
                 buf = h.Vector()
                 rec = h.SonataRecorder(cell.soma(0.5))
                 rec.setup(buf)
@@ -93,8 +119,8 @@ class _RecordingProbe(Probe):
             else:
                 for var, per_var in zip(variables, refs):
                     self._vectors[var].extend(h.Vector().record(r) for r in per_var)
-        if self._native:
-            self._seen = 1  # the recorder does not keep the initial state
+        if self._native or self._core:
+            self._seen = 1  # the recorders do not keep the initial state
 
     def _set_mapping(self, spec: ProbeSpec, node_ids: list[int], counts: list[int], elem: list[int],
                      pos: list[float], groups: list) -> None:
@@ -122,6 +148,8 @@ class _RecordingProbe(Probe):
                 rec.slot = slot
                 buf.resize(0)
             self._seen = steps + 1
+        elif self._core:
+            self._seen = steps + 1
         else:
             self._seen = steps
 
@@ -139,6 +167,15 @@ class _RecordingProbe(Probe):
     def drain(self) -> dict[str, np.ndarray]:
         """The rows recorded since the last drain, as float32 (the report's dtype); buffers emptied."""
         nvar = len(self._variables)
+        if self._core:
+            n_new = self._steps_now() + 1 - self._seen
+            if n_new > self._core_rows:
+                raise EngineError(f"report '{self.spec.name}': {n_new} steps since the last drain exceed the "
+                                  f"recorder's {self._core_rows} rows", key="run.nsteps_block")
+            samples = np.arange(self._seen, self._seen + max(n_new, 0))
+            rows = self._select(max(n_new, 0))
+            pick = _as_slice((samples[rows] - 1) % self._core_rows)
+            return {var: np.array(buf[pick], dtype=np.float32) for var, buf in self._core_bufs.items()}
         if self._native:
             n_new = self._steps_now() + 1 - self._seen
             if self._groups:
@@ -178,7 +215,7 @@ class _RecordingProbe(Probe):
         return out
 
 
-_DRAIN_GROUP = 64  # Vector.record columns copied per block in drain (CoreNEURON runs)
+_DRAIN_GROUP = 64  # Vector.record columns copied per block in drain
 
 
 class MembraneProbe(_RecordingProbe):
