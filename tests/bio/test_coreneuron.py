@@ -144,3 +144,22 @@ def test_config_key_turns_coreneuron_on(network, tmp_path):
     path.write_text(json.dumps(cfg))
     run_sonatarun("run", str(path), "--output-dir", str(tmp_path / "out"), "--checkpoint-interval", "0", cwd=base)
     assert "vecevent.mod is not part of the CoreNEURON build" in (tmp_path / "out" / "log.txt").read_text()
+
+
+def test_reports_with_uneven_blocks(network, tmp_path):
+    """Blocks that end a step late (psolve to a float time: with 3-step blocks the second one takes 4
+    steps) still give NEURON's report rows: the CoreNEURON column recorders index rows by step count."""
+    base, _ = network
+    cfg = json.loads((base / "config.simulation.json").read_text())
+    cfg["run"]["tstop"], cfg["run"]["nsteps_block"] = 15.0, 3
+    path = base / "config.short_blocks.json"
+    path.write_text(json.dumps(cfg))
+    outs = {}
+    for label, extra in (("neuron", []), ("coreneuron", ["--coreneuron"])):
+        outs[label] = tmp_path / label
+        run_sonatarun("run", str(path), "--output-dir", str(outs[label]), *extra, cwd=base)
+    for name in REPORTS:
+        e, a = _report(outs["neuron"] / name), _report(outs["coreneuron"] / name)
+        assert sorted(e) == sorted(a) and all(e[k].shape == a[k].shape for k in e), name
+        worst = max(float(np.max(np.abs(e[k] - a[k]))) for k in e)
+        assert worst <= 1e-6, f"{name}: max |diff| {worst}"

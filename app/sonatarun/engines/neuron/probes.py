@@ -88,7 +88,9 @@ class _RecordingProbe(Probe):
         self._vectors: dict[str, list[Any]] = {v: [] for v in variables}
         if self._core:
             total = sum(len(objs) for _cell, objs in groups)
-            self._core_rows = max(1, self._block_steps)
+            # a block can end a step late or early (psolve to a float time), so a few rows of slack; rows
+            # are (step - 1) mod _core_rows on both sides, so any block length up to it lands in place
+            self._core_rows = max(1, self._block_steps) + 16
             self._core_bufs = {var: np.zeros((self._core_rows, total), dtype=np.float32) for var in variables}
             self._core_recs: list[Any] = []
         c0 = 0
