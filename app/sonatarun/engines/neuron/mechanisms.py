@@ -7,7 +7,6 @@ from there by every later run, rank and container that shares the cache.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import platform
@@ -16,24 +15,23 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
 
 from sonatarun.errors import EngineError
+from sonatarun.util import native
+from sonatarun.util.native import build_once  # also used by coreneuron.py: one compile-once helper
 
-T = TypeVar("T")
 
 PACKAGE_MOD_DIR = Path(__file__).with_name("mod")
 
 
 def cache_root() -> Path:
-    root = os.environ.get("SONATARUN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sonatarun")
-    return Path(root) / "mechanisms"
+    return native.cache_root("mechanisms")
 
 
 def system_caches() -> list[Path]:
     """Read-only caches searched before compiling (``SONATARUN_SYSTEM_CACHE``, colon separated):
     an image's precompiled mechanisms stay usable when the image itself is read-only (Apptainer)."""
-    return [Path(p) / "mechanisms" for p in os.environ.get("SONATARUN_SYSTEM_CACHE", "").split(":") if p]
+    return native.system_caches("mechanisms")
 
 
 def mod_files(directory: Path) -> list[Path]:
@@ -108,29 +106,6 @@ def build(directory: Path, *, log=None) -> Path:
                               fix="fix the .mod file named above (a C compiler is needed: apt-get install gcc)")
 
     return build_once(target, _library, compile_into)
-
-
-def build_once(target: Path, found: Callable[[Path], T | None], compile_into: Callable[[Path], None]) -> T:
-    """Compile into ``target`` once across ranks and parallel jobs (a file lock; the others wait
-    and reuse it); ``compile_into`` fills a private temporary folder that replaces ``target``
-    only when complete, so a failed or killed compile never leaves a half cache entry."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        hit = found(target)
-        if hit:
-            return hit
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            compile_into(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-        return found(target)  # type: ignore[return-value]
 
 
 _LOADED: set[str] = set()
