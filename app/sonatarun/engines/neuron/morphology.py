@@ -141,11 +141,9 @@ class MorphologyTemplate:
         return cls(path=path, sections=shapes, axon_diams=axon_diams, counts=counts)
 
     @classmethod
-    def _from_shapes(cls, path: Path, found: list[Any]) -> "MorphologyTemplate":
+    def _from_shapes(cls, path: Path, shapes: list[SectionShape]) -> "MorphologyTemplate":
         from neuron import h
 
-        shapes = [SectionShape(s.type, s.index, s.parent, s.parent_x, 0.0, s.points, logical=s.logical)
-                  for s in found]
         counts: dict[str, int] = {}
         for sh in shapes:
             counts[sh.type] = counts.get(sh.type, 0) + 1

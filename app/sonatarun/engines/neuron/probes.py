@@ -11,7 +11,8 @@ per column (which is the fallback when no recorder mechanism is loaded).
 
 Under CoreNEURON (``--coreneuron``) the mechanism library is the CoreNEURON build,
 which holds ``mod_coreneuron/sonatacorerec.mod`` instead: one ``SonataCoreRecorder``
-per column writes its float32 value straight into row ``(step - 1) mod nsteps_block``
+per column writes its float32 value straight into row ``(step - 1) mod rows`` (``rows`` =
+``nsteps_block`` + 16: a block may end a step late)
 of a numpy block the probe owns, so a block's rows are ready without a transpose.
 
 Rows follow BMTK's convention so reports compare one to one:
@@ -150,9 +151,7 @@ class _RecordingProbe(Probe):
                 rec.slot = slot
                 buf.resize(0)
             self._seen = steps + 1
-        elif self._core:
-            self._seen = steps + 1
-        else:
+        else:  # (CoreNEURON runs, whose column recorders never get here, refuse --resume)
             self._seen = steps
 
     @property
@@ -202,22 +201,12 @@ class _RecordingProbe(Probe):
         out: dict[str, np.ndarray] = {}
         for var, vecs in self._vectors.items():
             data = np.empty((len(rows), len(vecs)), dtype=np.float32)
-            if len(rows):
-                # 64 columns at a time through a small float64 block: each output row then gets 256
-                # contiguous bytes per block instead of one scattered value per vector (~2x faster)
-                block = np.empty((min(_DRAIN_GROUP, len(vecs)), n_new))
-                for c in range(0, len(vecs), _DRAIN_GROUP):
-                    g = min(_DRAIN_GROUP, len(vecs) - c)
-                    for k in range(g):
-                        block[k] = vecs[c + k].as_numpy()
-                    data[:, c:c + g] = block[:g, pick].T
-            for vec in vecs:
+            for j, vec in enumerate(vecs):
+                if len(rows):
+                    data[:, j] = vec.as_numpy()[pick]
                 vec.resize(0)
             out[var] = data
         return out
-
-
-_DRAIN_GROUP = 64  # Vector.record columns copied per block in drain
 
 
 class MembraneProbe(_RecordingProbe):

@@ -11,8 +11,8 @@ one-point section drawn as a sphere, ``pt3dstyle`` of wires, coordinates printed
 ``%.8g`` and stored as float by ``pt3dadd``), on plain arrays. Values are read as C's
 ``%f`` reads them (float32), as hoc's ``sscanf`` does.
 
-Anything this port does not cover (several trees, ids out of order with gaps Import3d
-would complain about, section types other than 1-4, sections Import3d's validity
+Anything this port does not cover (several trees, ids out of order, section types
+other than 1-4, sections Import3d's validity
 check would remove, unparsable lines) returns ``None`` and the caller falls back to
 Import3d itself, which also prints its own messages. Tests compare both paths value
 for value on real reconstructions and on files made to hit each rule.
@@ -24,19 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sonatarun.engines.neuron.morphology import SectionShape
+
 TYPE_NAMES = {1: "soma", 2: "axon", 3: "dend", 4: "apic"}
-
-
-@dataclass
-class SwcSection:
-    """One section as ``Import3d_GUI.instantiate`` creates it."""
-
-    type: str
-    index: int  # nameindex: soma[index], dend[index], ...
-    parent: int  # position of the parent in `all` order, -1 for the root
-    parent_x: float
-    points: np.ndarray  # (n, 4) x, y, z, diam as NEURON stores them (float)
-    logical: tuple[float, float, float] | None  # pt3dstyle point of a wire
 
 
 def parse_swc(path: Path) -> np.ndarray | None:
@@ -80,7 +70,7 @@ class _Sec:
     d0: int | None = None  # point whose diameter replaces column 0's (dendrite on soma)
 
 
-def read_swc(path: Path) -> list[SwcSection] | None:
+def read_swc(path: Path) -> list[SectionShape] | None:
     """Sections of an SWC file in Import3d's ``all`` order; ``None`` when Import3d must read it."""
     data = parse_swc(path)
     if data is None:
@@ -218,7 +208,7 @@ def read_swc(path: Path) -> list[SwcSection] | None:
 
 
 def _instantiate(secs: list[_Sec], x: np.ndarray, y: np.ndarray, z: np.ndarray,
-                 d: np.ndarray) -> list[SwcSection] | None:
+                 d: np.ndarray) -> list[SectionShape] | None:
     """Import3d_GUI.instantiate on the sections: names, order in `all`, points, wires."""
     for k, sec in enumerate(secs):  # chk_valid would remove one-point and zero-length two-point sections
         if k == 0:
@@ -242,7 +232,7 @@ def _instantiate(secs: list[_Sec], x: np.ndarray, y: np.ndarray, z: np.ndarray,
     position = [offset[sec.type] + k for sec, k in zip(secs, index)]
     xyzd = np.column_stack([x, y, z, d])
     stored = _g8(xyzd)  # every file point as pt3dadd stores it
-    out: list[SwcSection | None] = [None] * len(secs)
+    out: list[SectionShape | None] = [None] * len(secs)
     for k, sec in enumerate(secs):
         cols = sec.cols[sec.first:]
         if len(cols) == 1:  # sphere_rep: a 3-point cylinder along x, length = diameter
@@ -257,6 +247,6 @@ def _instantiate(secs: list[_Sec], x: np.ndarray, y: np.ndarray, z: np.ndarray,
         if sec.first == 1:
             logical = tuple(float(v) for v in _g8(xyzd[sec.cols[0], :3]))
         parent = position[sec.parent] if sec.parent >= 0 else -1
-        out[position[k]] = SwcSection(TYPE_NAMES[sec.type], index[k], parent,
-                                      sec.parentx if sec.parent >= 0 else 0.0, pts, logical)
+        out[position[k]] = SectionShape(TYPE_NAMES[sec.type], index[k], parent,
+                                        sec.parentx if sec.parent >= 0 else 0.0, 0.0, pts, logical=logical)
     return out  # type: ignore[return-value]
