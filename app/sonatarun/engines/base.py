@@ -194,6 +194,9 @@ class Engine(ABC):
         self.settings = settings
         self.comm = comm
         self.log = log
+        # counts an engine wants in the run record (sonatarun.json, rank 0's), e.g. how many
+        # edges NEST connected in cache order
+        self.stats: dict[str, int] = {}
 
     # -- model ---------------------------------------------------------------
     @abstractmethod

@@ -282,6 +282,7 @@ class Simulation:
                 "config": str(cfg.path), "engine": self.engine_name, "ranks": comm.size,
                 "threads": settings.threads, "tstart": settings.tstart, "tstop": settings.tstop, "dt": settings.dt,
                 "n_cells": self.circuit.n_cells, "n_spikes": int(total), "wall_seconds": wall, "phases": phases,
+                "engine_stats": dict(engine.stats),
                 "spikes_file": str(spikes_h5) if spikes_h5 else None,
                 "reports": [str(w.path) for ws in report_writers for w in ws.values()],
             })

@@ -187,8 +187,17 @@ def synapse_spec(batch: ConnectionBatch, resolution: float) -> dict[str, Any]:
     return spec
 
 
-def connect(nest, batch: ConnectionBatch, gid_map: GidMap, resolution: float) -> None:
-    """nest.Connect in array form (NEST's connect_arrays fast path), as BMTK does."""
+def endpoints(batch: ConnectionBatch, gid_map: GidMap) -> tuple[np.ndarray, np.ndarray]:
+    """NEST node ids of each edge's source and target."""
+    where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
+    return (gid_map.nest_ids(batch.source_gids, what=f"{where}: source"),
+            gid_map.nest_ids(batch.target_gids, what=f"{where}: target"))
+
+
+def connect(nest, batch: ConnectionBatch, ends: tuple[np.ndarray, np.ndarray], resolution: float,
+            order: np.ndarray | None = None) -> None:
+    """nest.Connect in array form (NEST's connect_arrays fast path), as BMTK does; with `order`,
+    the edges go to NEST in that order (see :mod:`sonatarun.engines.nest.locality`)."""
     if len(batch) == 0:
         return
     where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
@@ -196,8 +205,10 @@ def connect(nest, batch: ConnectionBatch, gid_map: GidMap, resolution: float) ->
     if spec["synapse_model"] not in nest.synapse_models:
         raise EngineError(f"NEST has no synapse model '{spec['synapse_model']}'", key=f"{where}: model_template",
                           fix="use a model listed by nest.synapse_models (static_synapse, stdp_synapse, ...)")
-    src = gid_map.nest_ids(batch.source_gids, what=f"{where}: source")
-    tgt = gid_map.nest_ids(batch.target_gids, what=f"{where}: target")
+    src, tgt = ends
+    if order is not None:
+        src, tgt = src[order], tgt[order]
+        spec["delay"], spec["weight"] = spec["delay"][order], spec["weight"][order]
     try:
         nest.Connect(src, tgt, conn_spec="one_to_one", syn_spec=spec)
     except Exception as exc:
