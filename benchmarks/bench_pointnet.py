@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from gen_point_network import generate  # noqa: E402
+from gen_point_network import GENERATOR, generate  # noqa: E402
 
 SIZES = {
     "1k": (1_000, 100_000),
@@ -183,7 +184,8 @@ def run_sonatarun(size: str, config: Path, out: Path, timeout: float, threads: i
     recorded = (out / "sonatarun.json").stat().st_mtime - started
     res.build = recorded - res.simulate - res.finalize
     res.spikes = int(record["n_spikes"])
-    res.extra = {"cpu": _cpu(err), "engine_build_and_inputs": ph.get("build"), "exit": wall - recorded}
+    res.extra = {"cpu": _cpu(err), "engine_build_and_inputs": ph.get("build"), "exit": wall - recorded,
+                 "edges_in_cache_order": record.get("engine_stats", {}).get("edges_reordered")}
     return res
 
 
@@ -250,6 +252,8 @@ def main() -> None:
                     help="comma list of sizes whose BMTK numbers come from an earlier run's bmtk.json "
                          "instead of running BMTK again (the 10M-edge case is expensive)")
     ap.add_argument("--tstop", type=float, default=500.0)
+    ap.add_argument("--multapses", action="store_true",
+                    help="networks whose source-target pairs may repeat (NEST connects them in file order)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each tool N times per size and keep its run with the shortest build (a shared, "
                          "busy machine); the spike check uses the last run of each")
@@ -262,11 +266,13 @@ def main() -> None:
     bmtk_gave_up = args.no_bmtk
     for size in args.sizes.split(","):
         cells, edges = SIZES[size]
-        gdir = args.generated / f"point_{size}"
+        gdir = args.generated / (f"point_{size}" + ("_multapses" if args.multapses else ""))
         config = gdir / "config.simulation.json"
         t0 = time.perf_counter()
-        if not config.exists():
-            generate(gdir, cells, edges, tstop=args.tstop)
+        stamp = json.loads((gdir / "SIZE").read_text()) if (gdir / "SIZE").exists() else {}
+        if not config.exists() or stamp.get("generator") != GENERATOR:
+            shutil.rmtree(gdir, ignore_errors=True)
+            generate(gdir, cells, edges, tstop=args.tstop, multapses=args.multapses)
         meta = json.loads((gdir / "SIZE").read_text())
         meta["generate_s"] = time.perf_counter() - t0
         print(f"[{size}] {meta['cells']} cells, {meta['edges']} edges (generated in {meta['generate_s']:.1f} s)",

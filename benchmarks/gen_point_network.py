@@ -7,7 +7,10 @@ The files are written with numpy/h5py in one pass (bmtk.builder needs hours for
   parameters from point_neuron_models_dir JSON files);
 - population ``ext``: virtual cells (N/10) with Poisson spike trains (SONATA spikes file);
 - edges ``net -> net``: fixed in-degree, per-edge ``syn_weight`` and ``delay`` h5 columns,
-  ``nsyns`` column, one edge type per source type, sorted by target with SONATA indices;
+  ``nsyns`` column, one edge type per source type, sorted by target with SONATA indices.
+  Like ``bmtk.builder`` output, a (source, target) pair has one edge, its multiplicity in
+  ``nsyns``; ``--multapses`` draws sources with replacement instead, so some pairs repeat
+  (NEST then must keep the file order of those connections, see docs/nest.md);
 - edges ``ext -> net``: 10 per target cell, static synapses.
 
     python benchmarks/gen_point_network.py --cells 1000 --edges 100000 --out benchmarks/generated/n1k
@@ -75,7 +78,23 @@ def _write_edges(path: Path, name: str, src_pop: str, tgt_pop: str, src: np.ndar
         _index(g, "target_to_source", tgt, n_tgt_nodes)
 
 
-def generate(out: Path, n_cells: int, n_edges: int, seed: int = 1, tstop: float = TSTOP) -> Path:
+GENERATOR = 2  # bumped when the same arguments give other files (the benchmark then regenerates)
+
+
+def distinct_sources(rng: np.random.Generator, n_targets: int, k: int, n_sources: int) -> np.ndarray:
+    """k different sources per target (rows sorted), drawn uniformly: duplicates are redrawn."""
+    src = rng.integers(0, n_sources, size=(n_targets, k), dtype=np.int64)
+    while True:
+        src.sort(axis=1)
+        dup = np.zeros(src.shape, dtype=bool)
+        dup[:, 1:] = src[:, 1:] == src[:, :-1]
+        if not dup.any():
+            return src
+        src[dup] = rng.integers(0, n_sources, size=int(dup.sum()), dtype=np.int64)
+
+
+def generate(out: Path, n_cells: int, n_edges: int, seed: int = 1, tstop: float = TSTOP,
+             multapses: bool = False) -> Path:
     """Write the network, components, input spikes and config.simulation.json; return the config path."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +119,11 @@ def generate(out: Path, n_cells: int, n_edges: int, seed: int = 1, tstop: float 
     # recurrent: fixed in-degree, sorted by target then source
     k = max(1, n_edges // n_cells - EXT_PER_CELL)
     tgt = np.repeat(np.arange(n_cells, dtype=np.int64), k)
-    src = rng.integers(0, n_cells, size=len(tgt), dtype=np.int64)
+    if multapses:
+        src = rng.integers(0, n_cells, size=len(tgt), dtype=np.int64)
+    else:
+        src = distinct_sources(rng, n_cells, min(k, n_cells), n_cells).ravel()
+        tgt = np.repeat(np.arange(n_cells, dtype=np.int64), min(k, n_cells))
     order = np.lexsort((src, tgt))
     src, tgt = src[order], tgt[order]
     is_inh = src >= n_exc
@@ -165,8 +188,8 @@ def generate(out: Path, n_cells: int, n_edges: int, seed: int = 1, tstop: float 
     }
     path = out / "config.simulation.json"
     path.write_text(json.dumps(config, indent=2))
-    (out / "SIZE").write_text(json.dumps({"cells": n_cells, "virtual": n_ext,
-                                          "edges": int(len(src) + len(esrc))}))
+    (out / "SIZE").write_text(json.dumps({"cells": n_cells, "virtual": n_ext, "edges": int(len(src) + len(esrc)),
+                                          "generator": GENERATOR, "multapses": multapses}))
     return path
 
 
@@ -177,8 +200,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tstop", type=float, default=TSTOP)
+    ap.add_argument("--multapses", action="store_true", help="sources drawn with replacement (pairs may repeat)")
     args = ap.parse_args()
-    print(generate(args.out, args.cells, args.edges, args.seed, args.tstop))
+    print(generate(args.out, args.cells, args.edges, args.seed, args.tstop, args.multapses))
 
 
 if __name__ == "__main__":
