@@ -78,7 +78,7 @@ def _write_edges(path: Path, name: str, src_pop: str, tgt_pop: str, src: np.ndar
         _index(g, "target_to_source", tgt, n_tgt_nodes)
 
 
-GENERATOR = 2  # bumped when the same arguments give other files (the benchmark then regenerates)
+GENERATOR = 3  # bumped when the same arguments give other files (the benchmark then regenerates)
 
 
 def distinct_sources(rng: np.random.Generator, n_targets: int, k: int, n_sources: int) -> np.ndarray:
@@ -143,7 +143,10 @@ def generate(out: Path, n_cells: int, n_edges: int, seed: int = 1, tstop: float 
         "101 static_synapse static.json\n")
 
     etgt = np.repeat(np.arange(n_cells, dtype=np.int64), EXT_PER_CELL)
-    esrc = np.sort(rng.integers(0, n_ext, size=len(etgt)))
+    if multapses:
+        esrc = np.sort(rng.integers(0, n_ext, size=len(etgt)))
+    else:
+        esrc = distinct_sources(rng, n_cells, EXT_PER_CELL, n_ext).ravel()
     eorder = np.lexsort((esrc, etgt))
     esrc, etgt = esrc[eorder], etgt[eorder]
     _write_edges(net_dir / "ext_net_edges.h5", "ext_to_net", "ext", "net", esrc, etgt,
