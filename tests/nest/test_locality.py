@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sonatarun.engines.nest import locality
-from sonatarun.engines.nest.locality import Edges, connection_orders
+from sonatarun.engines.nest.locality import Edges, cache_order
 
 from tests.conftest import need
 
@@ -22,58 +22,66 @@ def _random_edges(rng, n_src, n_tgt, per_target, model="static_synapse", multaps
         src = rng.integers(1, n_src + 1, size=len(tgt))
     else:
         src = np.concatenate([rng.choice(np.arange(1, n_src + 1), per_target, replace=False) for _ in range(n_tgt)])
-    return Edges(model, src, tgt, np.round(rng.uniform(1.0, 3.0, size=len(tgt)), 1))
+    return Edges(model, src, tgt, np.round(rng.uniform(1.0, 3.0, size=len(tgt)), 1), rng.uniform(-1, 1, len(tgt)))
+
+
+def _cut(e: Edges, rows) -> Edges:
+    return Edges(e.synapse_model, e.sources[rows], e.targets[rows], e.delays[rows], e.weights[rows])
 
 
 def test_order_is_by_target_tile_then_source_and_stable():
     rng = np.random.default_rng(3)
     e = _random_edges(rng, 3000, 2000, 40)
-    (order,) = connection_orders([e], 0.1)
-    tile = locality.tile_size(len(e.sources), 3000, 2000)
+    (got,) = cache_order([e], 0.1)
+    tile = locality.tile_size(len(e), 3000, 2000)
     assert 64 <= tile < 2000  # several tiles, so the test sees tile boundaries
-    key = ((e.targets - 1) // tile) * 3001 + e.sources
-    assert np.array_equal(order, np.argsort(key, kind="stable"))
+    want = _cut(e, np.argsort(((e.targets - 1) // tile) * 3001 + e.sources, kind="stable"))
+    for f in ("sources", "targets", "delays", "weights"):
+        assert np.array_equal(getattr(got, f), getattr(want, f)), f
 
 
 def test_multapses_whose_order_matters_keep_the_file_order():
     rng = np.random.default_rng(4)
     e = _random_edges(rng, 500, 300, 20)
-    assert connection_orders([e], 0.1)[0] is not None
+    assert cache_order([e], 0.1)[0] is not None
     # one repeated (source, target) pair with a delay one step away: its sum order could matter
     src, tgt, d = e.sources.copy(), e.targets.copy(), e.delays.copy()
     src[101], tgt[101], d[101] = src[7], tgt[7], d[7] + 0.1
-    assert connection_orders([Edges("static_synapse", src, tgt, d)], 0.1) == [None]
+    assert cache_order([Edges("static_synapse", src, tgt, d, e.weights)], 0.1) == [None]
     # the same pair far apart in delay lands in other input slots: the order is free again
     d[101] = d[7] + 1.0
-    assert connection_orders([Edges("static_synapse", src, tgt, d)], 0.1)[0] is not None
-    # a repeated pair split over two batches of one model is seen too
-    a = Edges("static_synapse", e.sources[:3000], e.targets[:3000], e.delays[:3000])
-    b = Edges("static_synapse", e.sources[7:8], e.targets[7:8], e.delays[7:8])
-    assert connection_orders([a, b], 0.1) == [None, None]
+    assert cache_order([Edges("static_synapse", src, tgt, d, e.weights)], 0.1)[0] is not None
+    # a pair repeated across two batches of one model is seen too
+    a, b = _cut(e, slice(0, 3000)), _cut(e, slice(7, 9))
+    assert cache_order([a, b], 0.1) == [None, None]
     # ... but not across synapse models (NEST delivers models one after the other)
-    other = Edges("stdp_synapse", b.sources, b.targets, b.delays)
-    orders = connection_orders([a, other], 0.1)
-    assert orders[0] is not None and np.array_equal(np.sort(orders[0]), np.arange(3000))
+    other = Edges("stdp_synapse", b.sources, b.targets, b.delays, b.weights)
+    got = cache_order([a, other], 0.1)
+    assert got[0] is not None and got[1] is not None and np.array_equal(np.sort(got[0].sources), np.sort(a.sources))
+
+
+def test_batches_of_one_model_are_ordered_each_on_its_own():
+    rng = np.random.default_rng(6)
+    e = _random_edges(rng, 800, 600, 15)
+    # overlapping ranges, no shared pair: checked together, ordered one by one
+    a, b = _cut(e, slice(0, 4000)), _cut(e, slice(4000, None))
+    assert locality._may_share_pairs(a.span(), b.span())
+    got = cache_order([a, b], 0.1)
+    assert all(g is not None and np.array_equal(g.sources, cache_order([x], 0.1)[0].sources)
+               for g, x in zip(got, (a, b)))
+    # disjoint source ranges (e.g. excitatory and inhibitory edge types): never compared
+    low, high = e.sources <= 400, e.sources > 400
+    c, d = _cut(e, low), _cut(e, high)
+    assert not locality._may_share_pairs(c.span(), d.span())
+    assert all(g is not None for g in cache_order([c, d], 0.1))
 
 
 def test_models_that_draw_random_numbers_keep_the_file_order(monkeypatch):
     rng = np.random.default_rng(5)
     e = _random_edges(rng, 400, 200, 10, model="bernoulli_synapse")
-    assert connection_orders([e], 0.1) == [None]
+    assert cache_order([e], 0.1) == [None]
     monkeypatch.setenv("SONATARUN_CONNECT_ORDER", "file")
-    assert connection_orders([_random_edges(rng, 400, 200, 10)], 0.1) == [None]
-
-
-def test_orders_split_back_into_batches():
-    rng = np.random.default_rng(6)
-    e = _random_edges(rng, 800, 600, 15)
-    cut = 4000
-    a = Edges("static_synapse", e.sources[:cut], e.targets[:cut], e.delays[:cut])
-    b = Edges("static_synapse", e.sources[cut:], e.targets[cut:], e.delays[cut:])
-    oa, ob = connection_orders([a, b], 0.1)
-    assert np.array_equal(np.sort(oa), np.arange(cut)) and np.array_equal(np.sort(ob), np.arange(len(b.sources)))
-    (whole,) = connection_orders([e], 0.1)
-    assert np.array_equal(oa, whole[whole < cut]) and np.array_equal(ob + cut, whole[whole >= cut])
+    assert cache_order([_random_edges(rng, 400, 200, 10)], 0.1) == [None]
 
 
 def test_nest_state_does_not_depend_on_the_order(nest_kernel_runner):
@@ -85,19 +93,20 @@ def test_nest_state_does_not_depend_on_the_order(nest_kernel_runner):
     n = 400
     for multapses in (False, True):
         e = _random_edges(rng, n, n, 60, multapses=multapses)
-        w = rng.uniform(20.0, 60.0, size=len(e.sources)) * np.where(e.sources > 320, -4.0, 1.0)
-        (order,) = connection_orders([e], 0.1)
-        orders = [np.arange(len(w))[::-1]]
+        e.weights = rng.uniform(20.0, 60.0, size=len(e)) * np.where(e.sources > 320, -4.0, 1.0)
+        if multapses:  # one delay: every repeated pair adds into one input slot
+            e.delays = np.full(len(e), 1.5)
+        (ordered,) = cache_order([e], 0.1)
+        variants = [_cut(e, np.arange(len(e))[::-1])]
         if multapses:
-            assert order is None  # the engine keeps the file order
+            assert ordered is None  # the engine keeps the file order
         else:
-            assert order is not None and not np.array_equal(order, np.arange(len(order)))
-            orders.append(order)
-        base = nest_kernel_runner(n, e.sources, e.targets, w, e.delays)
+            assert ordered is not None and not np.array_equal(ordered.sources, e.sources)
+            variants.append(ordered)
+        base = nest_kernel_runner(n, e)
         assert len(base[0]) > 500
-        for o in orders:
-            moved = nest_kernel_runner(n, e.sources[o], e.targets[o], w[o], e.delays[o])
-            same = all(np.array_equal(a, b) for a, b in zip(base, moved))
+        for v in variants:
+            same = all(np.array_equal(x, y) for x, y in zip(base, nest_kernel_runner(n, v)))
             assert same != multapses, "multapses" if multapses else "no multapses"
 
 
@@ -119,12 +128,12 @@ ev, vm = rec.get("events"), mm.get("events")
 np.savez(sys.argv[2], ids=ev["senders"], t=ev["times"], v=vm["V_m"], vs=vm["senders"], vt=vm["times"])
 '''
 
-    def run(n, src, tgt, w, d):
+    def run(n, e: Edges):
         import tempfile
         from pathlib import Path
 
         tmp = Path(tempfile.mkdtemp())
-        np.savez(tmp / "in.npz", n=n, src=src, tgt=tgt, w=w, d=d)
+        np.savez(tmp / "in.npz", n=n, src=e.sources, tgt=e.targets, w=e.weights, d=e.delays)
         subprocess.run([sys.executable, "-c", code, str(tmp / "in.npz"), str(tmp / "out.npz")], check=True,
                        capture_output=True, timeout=300)
         out = np.load(tmp / "out.npz")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sonatarun.engines.base import CellBatch, ConnectionBatch, CurrentClamp, SpikeTrains
+from sonatarun.engines.nest.locality import Edges
 from sonatarun.engines.nest.models import VIRTUAL_MODEL_TYPES, resolve_model, split_template
 from sonatarun.errors import EngineError, InputError
 
@@ -170,11 +171,16 @@ def synapse_model_name(batch: ConnectionBatch) -> str:
     return model
 
 
-def synapse_spec(batch: ConnectionBatch, resolution: float) -> dict[str, Any]:
-    """The nest.Connect syn_spec: model from model_template, dynamics JSON, then delay and weight arrays."""
-    where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
+def synapse_params(batch: ConnectionBatch) -> dict[str, Any]:
+    """The nest.Connect syn_spec without its per-edge arrays: model from model_template, then dynamics JSON."""
     spec: dict[str, Any] = {"synapse_model": synapse_model_name(batch)}
     spec.update(batch.dynamics or {})
+    return spec
+
+
+def connection_edges(batch: ConnectionBatch, gid_map: GidMap, resolution: float) -> Edges:
+    """What NEST gets per edge: node ids of both ends, checked delays, final weights (file order)."""
+    where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
     delays = np.asarray(batch.delays, dtype=np.float64)
     if len(delays) and np.isnan(delays).any():
         raise EngineError("edges have no delay", key=f"{where}: delay",
@@ -182,35 +188,23 @@ def synapse_spec(batch: ConnectionBatch, resolution: float) -> dict[str, Any]:
     if len(delays) and delays.min() < resolution - 1e-12:
         raise EngineError(f"delay {delays.min()} ms is shorter than dt ({resolution} ms)", key=f"{where}: delay",
                           fix="NEST needs delays >= dt: lower run.dt or raise the delays")
-    spec["delay"] = delays
-    spec["weight"] = connection_weights(batch)
-    return spec
+    return Edges(synapse_model_name(batch), gid_map.nest_ids(batch.source_gids, what=f"{where}: source"),
+                 gid_map.nest_ids(batch.target_gids, what=f"{where}: target"), delays, connection_weights(batch))
 
 
-def endpoints(batch: ConnectionBatch, gid_map: GidMap) -> tuple[np.ndarray, np.ndarray]:
-    """NEST node ids of each edge's source and target."""
-    where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
-    return (gid_map.nest_ids(batch.source_gids, what=f"{where}: source"),
-            gid_map.nest_ids(batch.target_gids, what=f"{where}: target"))
-
-
-def connect(nest, batch: ConnectionBatch, ends: tuple[np.ndarray, np.ndarray], resolution: float,
-            order: np.ndarray | None = None) -> None:
-    """nest.Connect in array form (NEST's connect_arrays fast path), as BMTK does; with `order`,
-    the edges go to NEST in that order (see :mod:`sonatarun.engines.nest.locality`)."""
+def connect(nest, batch: ConnectionBatch, edges: Edges) -> None:
+    """nest.Connect in array form (NEST's connect_arrays fast path), as BMTK does, with the
+    edges in the order given (file order, or the cache order of :mod:`sonatarun.engines.nest.locality`)."""
     if len(batch) == 0:
         return
     where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
-    spec = synapse_spec(batch, resolution)
+    spec = synapse_params(batch)
     if spec["synapse_model"] not in nest.synapse_models:
         raise EngineError(f"NEST has no synapse model '{spec['synapse_model']}'", key=f"{where}: model_template",
                           fix="use a model listed by nest.synapse_models (static_synapse, stdp_synapse, ...)")
-    src, tgt = ends
-    if order is not None:
-        src, tgt = src[order], tgt[order]
-        spec["delay"], spec["weight"] = spec["delay"][order], spec["weight"][order]
+    spec["delay"], spec["weight"] = edges.delays, edges.weights
     try:
-        nest.Connect(src, tgt, conn_spec="one_to_one", syn_spec=spec)
+        nest.Connect(edges.sources, edges.targets, conn_spec="one_to_one", syn_spec=spec)
     except Exception as exc:
         raise EngineError(f"NEST cannot connect {where} with {spec['synapse_model']}: {exc}", key=where,
                           fix="check the synapse dynamics_params (e.g. receptor_type 1..4 onto glif_psc; "

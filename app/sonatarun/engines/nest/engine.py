@@ -209,15 +209,15 @@ class NestEngine(Engine):
                 ready.append(batch)
             else:
                 self._pending.setdefault(name, []).append(batch)
-        ends = [build.endpoints(b, self.gid_map) for b in ready]
         dt = float(self.settings.dt)
-        orders = [None] * len(ready) if file_order else locality.connection_orders(
-            [locality.Edges(build.synapse_model_name(b), s, t, np.asarray(b.delays, dtype=np.float64))
-             for b, (s, t) in zip(ready, ends)], dt)
-        for batch, e, order in zip(ready, ends, orders):
-            build.connect(self.nest, batch, e, dt, order)
+        edges = [build.connection_edges(b, self.gid_map, dt) for b in ready]
+        ordered = [None] * len(ready) if file_order else locality.cache_order(edges, dt)
+        for k, batch in enumerate(ready):
+            reordered = ordered[k] is not None
+            build.connect(self.nest, batch, ordered[k] if reordered else edges[k])
+            edges[k] = ordered[k] = None  # free each batch's copies as soon as NEST has them
             self.stats["edges"] += len(batch)
-        self.stats["edges_reordered"] += sum(len(b) for b, o in zip(ready, orders) if o is not None)
+            self.stats["edges_reordered"] += len(batch) if reordered else 0
 
     def add_stimulus(self, stimulus: Any) -> None:
         if not self._connected:

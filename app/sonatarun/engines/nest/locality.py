@@ -23,8 +23,9 @@ keep no shared state; otherwise the file order is kept, as BMTK connects it. Rep
 rows follow NEST's connection order (weight_recorder) connect their models unchanged
 (those batches never come here).
 
-The order is a two-pass counting sort written in C (compiled once, :mod:`sonatarun.util.native`);
-where it cannot be compiled the file order is kept (the same spikes, NEST's speed of before).
+The order is a two-pass counting sort written in C that also writes the reordered columns
+(compiled once, :mod:`sonatarun.util.native`); where it cannot be compiled the file order is
+kept (the same spikes, NEST's speed of before).
 """
 from __future__ import annotations
 
@@ -63,14 +64,32 @@ static int cmp_td(const void *a, const void *b)
     return (x->d > y->d) - (x->d < y->d);
 }
 
-/* perm <- the edges 0..n-1 stably ordered by (target tile, source): a counting sort by tile
-   (sequential for target-sorted files), then one by source inside each tile (a tile's
-   edges fit in cache). Returns 1 when two edges with the same source and target have delays
-   closer than min_gap (their order can change a sum), 0 otherwise, -1 when out of memory.
+/* 1 when two of the m edges (one source) share a target with delays closer than min_gap. */
+static int64_t repeated(const int64_t *t, const double *d, int64_t m, double min_gap, td_t **buf, int64_t *cap)
+{
+    if (m == 2) return t[0] == t[1] && fabs(d[0] - d[1]) < min_gap;
+    if (m > *cap) {
+        td_t *nb = realloc(*buf, (size_t)m * sizeof(td_t));
+        if (!nb) return -1;
+        *buf = nb; *cap = m;
+    }
+    for (int64_t q = 0; q < m; q++) { (*buf)[q].t = t[q]; (*buf)[q].d = d[q]; }
+    qsort(*buf, (size_t)m, sizeof(td_t), cmp_td);
+    for (int64_t q = 1; q < m; q++)
+        if ((*buf)[q].t == (*buf)[q - 1].t && fabs((*buf)[q].d - (*buf)[q - 1].d) < min_gap) return 1;
+    return 0;
+}
+
+/* Writes the edges stably ordered by (target tile, source) into os/ot/od/ow: a counting sort
+   by tile (sequential for target-sorted files), then one by source inside each tile (a
+   tile's edges fit in cache), the columns copied as they are placed. Returns 1 when two
+   edges with the same source and target have delays closer than min_gap (their order can
+   change a sum; the outputs are then incomplete), 0 otherwise, -1 when out of memory.
    work: n scratch entries; counts: max(src_span, n_tiles) + 1 scratch entries. */
-int64_t locality_order(const int64_t *src, const int64_t *tgt, const double *delay, int64_t n,
-                       int64_t src_lo, int64_t src_span, int64_t tgt_lo, int64_t tile, int64_t n_tiles,
-                       double min_gap, int64_t *perm, int64_t *work, int64_t *counts)
+int64_t locality_order(const int64_t *src, const int64_t *tgt, const double *delay, const double *weight,
+                       int64_t n, int64_t src_lo, int64_t src_span, int64_t tgt_lo, int64_t tile,
+                       int64_t n_tiles, double min_gap, int64_t *os, int64_t *ot, double *od, double *ow,
+                       int64_t *work, int64_t *counts)
 {
     int64_t i, k, j;
     int64_t *bounds = malloc((size_t)(n_tiles + 1) * sizeof(int64_t));
@@ -85,32 +104,18 @@ int64_t locality_order(const int64_t *src, const int64_t *tgt, const double *del
     int64_t cap = 0, status = 0;
     for (int64_t t = 0; t < n_tiles && !status; t++) {
         int64_t a = bounds[t], b = bounds[t + 1];
-        if (b - a < 2) { if (b > a) perm[a] = work[a]; continue; }
+        if (b == a) continue;
         memset(counts, 0, (size_t)(src_span + 1) * sizeof(int64_t));
         for (k = a; k < b; k++) counts[src[work[k]] - src_lo + 1]++;
         for (k = 1; k <= src_span; k++) counts[k] += counts[k - 1];
-        for (k = a; k < b; k++) { i = work[k]; perm[a + counts[src[i] - src_lo]++] = i; }
-
-        /* multapses: inside each run of one source in this tile */
-        for (k = a; k < b && !status; k = j) {
-            int64_t e = perm[k], s = src[e];
-            for (j = k + 1; j < b && src[perm[j]] == s; j++) ;
-            int64_t m = j - k;
-            if (m < 2) continue;
-            if (m == 2) {
-                int64_t f = perm[k + 1];
-                if (tgt[e] == tgt[f] && fabs(delay[e] - delay[f]) < min_gap) status = 1;
-                continue;
-            }
-            if (m > cap) {
-                td_t *nb = realloc(buf, (size_t)m * sizeof(td_t));
-                if (!nb) { status = -1; break; }
-                buf = nb; cap = m;
-            }
-            for (int64_t q = 0; q < m; q++) { buf[q].t = tgt[perm[k + q]]; buf[q].d = delay[perm[k + q]]; }
-            qsort(buf, (size_t)m, sizeof(td_t), cmp_td);
-            for (int64_t q = 1; q < m; q++)
-                if (buf[q].t == buf[q - 1].t && fabs(buf[q].d - buf[q - 1].d) < min_gap) { status = 1; break; }
+        for (k = a; k < b; k++) {
+            i = work[k];
+            int64_t p = a + counts[src[i] - src_lo]++;
+            os[p] = src[i]; ot[p] = tgt[i]; od[p] = delay[i]; ow[p] = weight[i];
+        }
+        for (k = a; k < b && !status; k = j) {  /* runs of one source in this tile */
+            for (j = k + 1; j < b && os[j] == os[k]; j++) ;
+            if (j - k > 1) status = repeated(ot + k, od + k, j - k, min_gap, &buf, &cap);
         }
     }
     free(bounds);
@@ -128,7 +133,7 @@ def _load():
         try:
             fn = ctypes.CDLL(str(compile_library("sonatarun_locality", SOURCE))).locality_order
             i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-            fn.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, f64, ptr, ptr, ptr]
+            fn.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, f64, ptr, ptr, ptr, ptr, ptr, ptr]
             fn.restype = i64
             _state["fn"] = fn
         except (NativeBuildError, OSError) as exc:
@@ -139,12 +144,22 @@ def _load():
 
 @dataclass
 class Edges:
-    """One batch's edges as NEST will see them: node ids of both ends and delays (ms)."""
+    """One batch's edges as NEST will get them: node ids of both ends, delays (ms), weights."""
 
     synapse_model: str
     sources: np.ndarray
     targets: np.ndarray
     delays: np.ndarray
+    weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def span(self) -> tuple[int, int, int, int]:
+        """(first source, last source, first target, last target), or an empty span."""
+        if not len(self):
+            return (0, -1, 0, -1)
+        return int(self.sources.min()), int(self.sources.max()), int(self.targets.min()), int(self.targets.max())
 
 
 def tile_size(n_edges: int, src_span: int, tgt_span: int) -> int:
@@ -156,55 +171,59 @@ def tile_size(n_edges: int, src_span: int, tgt_span: int) -> int:
     return max(64, int(2 * src_span * tgt_span / max(n_edges, 1)))
 
 
-def order_for_model(edges: list[Edges], dt: float) -> list[np.ndarray] | None:
-    """Orders for the batches of one synapse model (positions into each batch), or None to keep
-    the file order (a multapse whose order matters, or no compiled helper)."""
+def reorder(e: Edges, dt: float) -> Edges | None:
+    """The batch's edges in cache order, or None when a repeated (source, target) pair of
+    near-equal delays makes the order matter (or nothing can be compiled)."""
     fn = _load()
-    n = sum(len(e.sources) for e in edges)
+    n = len(e)
     if fn is None or n < 2:
         return None
-    def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
-        return np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=dtype)
-
-    src = joined([e.sources for e in edges], np.int64)
-    tgt = joined([e.targets for e in edges], np.int64)
-    dly = joined([e.delays for e in edges], np.float64)
-    src_lo, tgt_lo = int(src.min()), int(tgt.min())
-    src_span, tgt_span = int(src.max()) - src_lo + 1, int(tgt.max()) - tgt_lo + 1
+    src = np.ascontiguousarray(e.sources, dtype=np.int64)
+    tgt = np.ascontiguousarray(e.targets, dtype=np.int64)
+    dly = np.ascontiguousarray(e.delays, dtype=np.float64)
+    wgt = np.ascontiguousarray(e.weights, dtype=np.float64)
+    s_lo, s_hi, t_lo, t_hi = e.span()
+    src_span, tgt_span = s_hi - s_lo + 1, t_hi - t_lo + 1
     tile = tile_size(n, src_span, tgt_span)
     n_tiles = (tgt_span - 1) // tile + 1
-    perm = np.empty(n, np.int64)
+    out = Edges(e.synapse_model, np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n))
     work = np.empty(n, np.int64)
     counts = np.empty(max(src_span, n_tiles) + 1, np.int64)
-    status = fn(src.ctypes.data, tgt.ctypes.data, dly.ctypes.data, n, src_lo, src_span, tgt_lo, tile, n_tiles,
-                2.0 * dt, perm.ctypes.data, work.ctypes.data, counts.ctypes.data)
-    del work, src, tgt, dly
+    status = fn(src.ctypes.data, tgt.ctypes.data, dly.ctypes.data, wgt.ctypes.data, n, s_lo, src_span, t_lo,
+                tile, n_tiles, 2.0 * dt, out.sources.ctypes.data, out.targets.ctypes.data, out.delays.ctypes.data,
+                out.weights.ctypes.data, work.ctypes.data, counts.ctypes.data)
     if status != 0:
-        log.debug("%s: file order kept (%s)", edges[0].synapse_model,
-                  "multapses with equal delays" if status == 1 else "out of memory")
+        log.debug("%s: file order kept (%s)", e.synapse_model,
+                  "multapses with near-equal delays" if status == 1 else "out of memory")
         return None
-    if len(edges) == 1:
-        return [perm]
-    bounds = np.cumsum([len(e.sources) for e in edges])
-    owner = np.searchsorted(bounds, perm, side="right")
-    starts = bounds - [len(e.sources) for e in edges]
-    return [perm[owner == b] - starts[b] for b in range(len(edges))]
+    return out
 
 
-def connection_orders(edges: list[Edges], dt: float) -> list[np.ndarray | None]:
-    """For each batch, the order to connect its edges in (None: file order). Batches of one
-    synapse model are judged together, since NEST sorts all of a model's connections at once.
-    ``SONATARUN_CONNECT_ORDER=file`` keeps the file order everywhere."""
+def _may_share_pairs(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1] and a[2] <= b[3] and b[2] <= a[3]
+
+
+def cache_order(edges: list[Edges], dt: float) -> list[Edges | None]:
+    """Each batch in cache order, or None where its file order must stay. Batches of one
+    synapse model are judged together (NEST sorts a model's connections all at once): those
+    whose source and target ranges both overlap may repeat each other's pairs and are checked
+    as one. ``SONATARUN_CONNECT_ORDER=file`` keeps the file order everywhere."""
+    out: list[Edges | None] = [None] * len(edges)
     if os.environ.get("SONATARUN_CONNECT_ORDER", "").lower() == "file":
-        return [None] * len(edges)
+        return out
     by_model: dict[str, list[int]] = {}
     for k, e in enumerate(edges):
         if e.synapse_model in ORDER_FREE_SYNAPSES:
             by_model.setdefault(e.synapse_model, []).append(k)
-    out: list[np.ndarray | None] = [None] * len(edges)
     for members in by_model.values():
-        orders = order_for_model([edges[k] for k in members], dt)
-        if orders is not None:
-            for k, order in zip(members, orders):
-                out[k] = order
+        spans = {k: edges[k].span() for k in members}
+        overlapping = {k for k in members for m in members if m != k and _may_share_pairs(spans[k], spans[m])}
+        if overlapping:
+            ks = sorted(overlapping)
+            joined = Edges(edges[ks[0]].synapse_model, *(np.concatenate([getattr(edges[k], f) for k in ks])
+                                                          for f in ("sources", "targets", "delays", "weights")))
+            if reorder(joined, dt) is None:  # a pair repeated across batches (or within one)
+                members = [k for k in members if k not in overlapping]
+        for k in members:
+            out[k] = reorder(edges[k], dt)
     return out
