@@ -53,7 +53,7 @@ def worker_report(args: argparse.Namespace) -> dict:
         comm.barrier()
         t0 = time.perf_counter()
         w = CompartmentReportWriter(out, comm, "pop", ids, counts, np.zeros(n_local), np.full(n_local, 0.5),
-                                    0.0, args.rows * 0.1, 0.1, "v", "mV")
+                                    0.0, args.rows * 0.1, 0.1, "v", "mV", group_size=args.group_size or None)
         for _ in range(args.rows // args.block):
             w.write_block(block)
             w.flush()
@@ -147,7 +147,7 @@ def launch(kind: str, path: str, ranks: int, out: Path, args: argparse.Namespace
         env["SONATARUN_PLACEMENT"] = args.placement
     extra = ["--worker", kind, "--out", str(out), "--elements", str(args.elements), "--rows", str(args.rows),
              "--block", str(args.block), "--per-cell", str(args.per_cell), "--spikes", str(args.spikes),
-             "--repeat", str(args.repeat)]
+             "--repeat", str(args.repeat), "--group-size", str(args.group_size)]
     if path == "parallel":
         py, launcher = Path(args.mpi_venv) / "bin" / "python", shutil.which("mpiexec.mpich")
         if not py.exists() or launcher is None:
@@ -178,6 +178,9 @@ def main() -> None:
     ap.add_argument("--worker", choices=["report", "spikes"])
     ap.add_argument("--out")
     ap.add_argument("--no-spikes", action="store_true", help="report table only")
+    ap.add_argument("--group-size", type=int, default=0,
+                    help="ranks sharing one assembly buffer (default 0: every rank of a node; 1: each rank "
+                         "alone, rows exchanged by messages as between nodes)")
     ap.add_argument("--placement", choices=["numpy", "compiled"],
                     help="column placement of the report runs (default: compiled when a C compiler is "
                          "there, as in a real run; numpy = SONATARUN_PLACEMENT=numpy, the fallback)")

@@ -3,12 +3,13 @@
 Why: nrnivmodl needs a compiler and ~10 s per mechanism set; a run in the container (or an AppImage,
 whose filesystem is read-only) should find every mechanism the examples, the package and a user's
 baked-in MECHANISMS_DIR need already compiled, in the content-keyed cache named by $SONATARUN_CACHE
-(and the report writer's small C helper, `sonatarun.util.native`).
+(and the small C helpers of the report writer and the NEST engine, `sonatarun.util.native`).
 
 Usage: python build_mechanisms.py DIR [DIR ...]   (each DIR is searched for mechanism folders)
 """
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -45,15 +46,17 @@ def main(argv: list[str]) -> int:
             folders += mechanism_dirs(root)
     for folder in folders:
         build(folder)
-    # the C helper of the report writer, into the same cache (the runtime cache is read-only for users;
-    # without it reports are placed by numpy: same bytes, a little slower)
-    try:
-        from sonatarun.io import run_copy
-
-        print("report placement helper:", "compiled" if run_copy.load() else "unavailable (numpy fallback)",
-              flush=True)
-    except Exception as exc:  # never fail an image build over an optional speed-up
-        print(f"report placement helper not built: {exc}", flush=True)
+    # the C helpers (report column placement, NEST's connection order) into the same cache: the runtime
+    # cache is read-only for users, and without them numpy places report columns (same bytes, a little
+    # slower) and NEST connects in file order (same spikes, slower builds)
+    for module, what in (("sonatarun.io.run_copy", "report placement helper"),
+                         ("sonatarun.engines.nest.locality", "NEST connection order helper")):
+        try:
+            mod = importlib.import_module(module)
+            loaded = mod.load()
+            print(f"{what}:", "compiled" if loaded else "unavailable (fallback)", flush=True)
+        except Exception as exc:  # never fail an image build over an optional speed-up
+            print(f"{what} not built: {exc}", flush=True)
     return 0
 
 

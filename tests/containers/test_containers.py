@@ -107,10 +107,11 @@ def test_doctor_in_image_lists_both_engines(image, workdir):
     assert "neuron" in text and "nest" in text, proc.stdout
     assert versions[0] in text, f"doctor does not show NEURON {versions[0]}:\n{proc.stdout}"
     assert versions[-1] in text, f"doctor does not show NEST {versions[-1]}:\n{proc.stdout}"
-    # the report writer's C helper was compiled into the image: the (non-root) user loads it, no compile
+    # the C helpers were compiled into the image: the (non-root) user loads them, no compile
     probe = docker_run(image, workdir, "python", "-c",
-                       "from sonatarun.io import run_copy; print('C helper', run_copy.load() is not None)")
-    assert "C helper True" in probe.stdout, probe.stdout + probe.stderr
+                       "from sonatarun.io import run_copy; from sonatarun.engines.nest import locality; "
+                       "print('C helpers', run_copy.load() is not None, locality.load() is not None)")
+    assert "C helpers True True" in probe.stdout, probe.stdout + probe.stderr
 
 
 def test_host_mpi_library_swapped_in_gives_same_spikes(image, workdir, host_spikes):

@@ -13,7 +13,7 @@ from tests.conftest import need
 
 @pytest.fixture(autouse=True)
 def _compiled():
-    need(locality._load() is not None, "a C compiler for the connection order")
+    need(locality.load() is not None, "a C compiler for the connection order")
 
 
 def _random_edges(rng, n_src, n_tgt, per_target, model="static_synapse", multapses=False):

@@ -127,7 +127,7 @@ int64_t locality_order(const int64_t *src, const int64_t *tgt, const double *del
 _state: dict = {}
 
 
-def _load():
+def load():
     """The compiled ``locality_order``, or None where it cannot be built (logged once)."""
     if "fn" not in _state:
         try:
@@ -174,7 +174,7 @@ def tile_size(n_edges: int, src_span: int, tgt_span: int) -> int:
 def reorder(e: Edges, dt: float) -> Edges | None:
     """The batch's edges in cache order, or None when a repeated (source, target) pair of
     near-equal delays makes the order matter (or nothing can be compiled)."""
-    fn = _load()
+    fn = load()
     n = len(e)
     if fn is None or n < 2:
         return None
