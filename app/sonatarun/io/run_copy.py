@@ -10,13 +10,10 @@ no writable cache), and the caller keeps numpy's path, which gives the same byte
 from __future__ import annotations
 
 import ctypes
-import logging
 
 import numpy as np
 
-from sonatarun.util.native import NativeBuildError, compile_library
-
-log = logging.getLogger(__name__)
+from sonatarun.util.native import load_function
 
 SOURCE = r"""
 #include <stdint.h>
@@ -36,23 +33,11 @@ void copy_runs(const char *src, int64_t src_stride, char *dst, int64_t dst_strid
 }
 """
 
-_state: dict = {}  # "fn": the loaded function, or None once loading failed in this process
-
-
 def load():
     """The compiled ``copy_runs`` (a ctypes function), or None where it cannot be built (logged once)."""
-    if "fn" not in _state:
-        try:
-            lib = ctypes.CDLL(str(compile_library("sonatarun_runs", SOURCE)))
-            fn = lib.copy_runs
-            i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            fn.argtypes = [ptr, i64, ptr, i64, i64, ptr, ptr, ptr, i64]
-            fn.restype = None
-            _state["fn"] = fn
-        except (NativeBuildError, OSError) as exc:
-            log.info("report column placement uses numpy (compiled copy unavailable: %s)", exc)
-            _state["fn"] = None
-    return _state["fn"]
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    return load_function("sonatarun_runs", SOURCE, "copy_runs", [ptr, i64, ptr, i64, i64, ptr, ptr, ptr, i64], None,
+                         what="report column placement")
 
 
 class RunTable:

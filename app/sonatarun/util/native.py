@@ -11,19 +11,23 @@ compiler: :func:`compile_library` raises :class:`NativeBuildError` and they fall
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from sonatarun.errors import SonataRunError
 
 T = TypeVar("T")
 FLAGS = ("-O2", "-fPIC", "-shared")
+log = logging.getLogger(__name__)
+_loaded: dict[tuple[str, str], Any] = {}  # (library, symbol) -> function, or None once loading failed
 
 
 class NativeBuildError(SonataRunError):
@@ -110,3 +114,18 @@ def compile_library(name: str, source: str) -> Path:
     except OSError as exc:  # an unwritable cache, a compiler that cannot run
         raise NativeBuildError(f"cannot build {lib_name} in {target.parent}: {exc}",
                                fix="set SONATARUN_CACHE to a writable folder") from exc
+
+
+def load_function(name: str, source: str, symbol: str, argtypes: list, restype: Any, *, what: str) -> Any:
+    """``symbol`` of the C helper ``name`` as a ctypes function (compiled on first use, loaded once per
+    process), or None where it cannot be built: the caller then keeps its Python path (logged once)."""
+    key = (name, symbol)
+    if key not in _loaded:
+        try:
+            fn = getattr(ctypes.CDLL(str(compile_library(name, source))), symbol)
+            fn.argtypes, fn.restype = argtypes, restype
+            _loaded[key] = fn
+        except (NativeBuildError, OSError, AttributeError) as exc:
+            log.info("%s: compiled helper unavailable, Python fallback (%s)", what, exc)
+            _loaded[key] = None
+    return _loaded[key]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sonatarun.util.native import NativeBuildError, compile_library
+from sonatarun.util.native import load_function
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +124,12 @@ int64_t locality_order(const int64_t *src, const int64_t *tgt, const double *del
 }
 """
 
-_state: dict = {}
-
-
 def load():
     """The compiled ``locality_order``, or None where it cannot be built (logged once)."""
-    if "fn" not in _state:
-        try:
-            fn = ctypes.CDLL(str(compile_library("sonatarun_locality", SOURCE))).locality_order
-            i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-            fn.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, f64, ptr, ptr, ptr, ptr, ptr, ptr]
-            fn.restype = i64
-            _state["fn"] = fn
-        except (NativeBuildError, OSError) as exc:
-            log.info("NEST connects edges in file order (compiled ordering unavailable: %s)", exc)
-            _state["fn"] = None
-    return _state["fn"]
+    i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+    return load_function("sonatarun_locality", SOURCE, "locality_order",
+                         [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, f64, ptr, ptr, ptr, ptr, ptr, ptr], i64,
+                         what="NEST connection order (edges go to NEST in file order)")
 
 
 @dataclass
