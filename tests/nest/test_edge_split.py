@@ -29,11 +29,13 @@ def test_split_equals_stable_lexsort(n_types, type_base, n_groups):
     n = 5000
     types = rng.choice(np.arange(n_types) * (1 if type_base < 10**9 else 10**6) + type_base, n)
     groups = rng.integers(0, n_groups, n)
-    got = split_by_type_and_group(types.astype(np.int64), groups.astype(np.int64))
     ref = _reference_split(types.astype(np.int64), groups.astype(np.int64))
-    assert [(t, g) for t, g, _ in got] == [(t, g) for t, g, _ in ref]
-    for (_, _, p), (_, _, q) in zip(got, ref):
-        assert np.array_equal(np.arange(n) if p is None else p, q)
+    # ids as int64 and as the uint32 that files usually hold (the plan keeps those as read)
+    for dtype in (np.int64, np.uint32):
+        got = split_by_type_and_group(types.astype(dtype), groups.astype(dtype))
+        assert [(t, g) for t, g, _ in got] == [(t, g) for t, g, _ in ref]
+        for (_, _, p), (_, _, q) in zip(got, ref):
+            assert np.array_equal(np.arange(n) if p is None else p, q)
 
 
 def test_small_unique_and_read_rows(tmp_path: Path):
@@ -54,7 +56,8 @@ def test_read_columns_with_interleaved_groups_equals_a_naive_read(tmp_path: Path
     sizes = {}
     for g in (0, 1):
         rows = np.flatnonzero(group_id == g)
-        group_index[rows] = rng.permutation(len(rows))  # group rows out of edge order
+        # group 1's rows out of edge order; group 0's in order (read as one slice per column)
+        group_index[rows] = rng.permutation(len(rows)) if g == 1 else np.arange(len(rows))
         sizes[g] = len(rows)
     cols = {0: {"syn_weight": rng.uniform(0, 1, sizes[0]), "nsyns": rng.integers(1, 4, sizes[0]).astype(np.uint16)},
             1: {"syn_weight": rng.uniform(0, 1, sizes[1]), "delay": rng.uniform(1, 2, sizes[1])}}

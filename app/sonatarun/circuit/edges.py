@@ -67,6 +67,25 @@ def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
     return np.concatenate([ds[int(ids[s]):int(ids[e - 1]) + 1] for s, e in zip(starts, ends)])
 
 
+def _one_run(ids: np.ndarray) -> tuple[int, int] | None:
+    """(first, last + 1) when `ids` are consecutive ascending integers, else None: strictly
+    ascending with last - first = n - 1 leaves no gap (one comparison pass)."""
+    n = len(ids)
+    if n == 0 or int(ids[-1]) - int(ids[0]) != n - 1:
+        return None
+    if n > 1 and not (ids[1:] > ids[:-1]).all():
+        return None
+    return int(ids[0]), int(ids[-1]) + 1
+
+
+def _small_ids(values: np.ndarray) -> np.ndarray:
+    """Edge type and group ids as read when they are integers of at most 32 bits (the plan only
+    compares and counts them: no 8-byte copy of millions of edges), else as int64."""
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 4:
+        return values
+    return _int64(values)
+
+
 def _int64(values: np.ndarray) -> np.ndarray:
     """A freshly read id column as int64: SONATA's uint64 ids are reinterpreted in place (ids
     never reach 2**63; a corrupt one shows up negative), narrower types are converted."""
@@ -170,7 +189,7 @@ class EdgePopulation:
                 raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
                                    key=f"/edges/{self.name}/edge_type_id")
             group_id = core("edge_group_id")
-            group_id = np.zeros(n, np.int64) if group_id is None else _int64(group_id)
+            group_id = np.zeros(n, np.int64) if group_id is None else _small_ids(group_id)
             group_index = core("edge_group_index")
             group_index = ids.copy() if group_index is None else _int64(group_index)
             columns: dict[str, np.ndarray] = {}
@@ -182,13 +201,16 @@ class EdgePopulation:
                 rows = None if len(groups) == 1 else np.flatnonzero(group_id == gid)
                 gidx = group_index if rows is None else group_index[rows]
                 # group rows usually follow the edge order (always for files from bmtk.builder):
-                # then no sort and, for a whole group, one slice per column
-                in_order = len(gidx) < 2 or not (gidx[1:] < gidx[:-1]).any()
+                # then no sort and, for a whole group, one slice per column (checked once per group)
+                run = _one_run(gidx)
+                in_order = run is not None or len(gidx) < 2 or not (gidx[1:] < gidx[:-1]).any()
                 order = None if in_order else np.argsort(gidx, kind="stable")
                 for col, ds in grp.items():
                     if not isinstance(ds, h5py.Dataset):
                         continue
-                    if order is None:
+                    if run is not None:
+                        vals = decode_strings(ds[run[0]:run[1]])
+                    elif order is None:
                         vals = decode_strings(read_rows(ds, gidx))
                     else:
                         vals = np.empty(len(gidx), dtype=object if ds.dtype.kind in "SO" else ds.dtype)
@@ -202,14 +224,14 @@ class EdgePopulation:
                         columns[col] = columns[col].astype(object)
                     columns[col][rows] = vals
             return EdgeColumns(edge_ids=ids, source=_int64(core("source_node_id")),
-                               target=_int64(core("target_node_id")), edge_type=_int64(etype),
+                               target=_int64(core("target_node_id")), edge_type=_small_ids(etype),
                                group_id=group_id, group_index=group_index, columns=columns)
 
     def read(self, edge_ids: np.ndarray) -> pd.DataFrame:
         """The same as :meth:`read_columns`, one DataFrame row per edge (for inspection and tests)."""
         c = self.read_columns(edge_ids)
         return pd.DataFrame({"edge_id": c.edge_ids, "source_node_id": c.source, "target_node_id": c.target,
-                             "edge_type_id": c.edge_type, "edge_group_id": c.group_id,
+                             "edge_type_id": c.edge_type.astype(np.int64), "edge_group_id": c.group_id.astype(np.int64),
                              "edge_group_index": c.group_index, **c.columns})
 
     @cached_property

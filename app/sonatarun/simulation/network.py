@@ -215,7 +215,8 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
     w = np.zeros(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if wfn is not None and weight_fn is not None:
         frame = pd.DataFrame({"edge_id": edge_ids, "source_node_id": src_nodes,
-                              "target_node_id": tgt_nodes, "edge_type_id": pick(edges.edge_type), **group})
+                              "target_node_id": tgt_nodes, "edge_type_id": pick(edges.edge_type).astype(np.int64),
+                              **group})
         w = weight_fn(wfn, frame, row, epop, w)
     group_cols = set(group) | {c for c in row.index if not _is_null(row[c])}
     return ConnectionBatch(
