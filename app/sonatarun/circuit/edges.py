@@ -54,8 +54,9 @@ def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:
     n = ds.shape[0]
     if len(ids) == 0:
         return ds[0:0]
-    if ids[-1] - ids[0] == len(ids) - 1 and not (ids[1:] <= ids[:-1]).any():
-        return ds[int(ids[0]):int(ids[-1]) + 1]  # one run (e.g. a whole edge group): one slice, no gather
+    run = _one_run(ids)
+    if run is not None:
+        return ds[run[0]:run[1]]  # one run (e.g. a whole edge group): one slice, no gather
     if len(ids) > _DENSE * n:
         return ds[()][ids]
     breaks = np.nonzero(np.diff(ids) != 1)[0] + 1
