@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from sonatarun.errors import ConfigError
+
+if TYPE_CHECKING:  # the module is imported by every run; pandas only where a weight function runs
+    import pandas as pd
 
 _REGISTRY: dict[str, Callable] = {}
 
@@ -93,6 +95,10 @@ def wmax(edge_props, source, target):
     return edge_props["syn_weight"]
 
 
+for _fn in (default_weight_fnc, set_syn_weight, wmax):
+    _fn.keeps_syn_weight = True  # type: ignore[attr-defined]  # the weight is syn_weight: nothing to compute
+
+
 @register_weight_function("gaussianLL", vectorized=True)
 def gaussian_ll(edges: pd.DataFrame, sources: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
     """BMTK's gaussianLL, vectorised: w0 * exp(-(delta/weight_sigma)^2) with BMTK's wrap-around delta,
@@ -104,25 +110,40 @@ def gaussian_ll(edges: pd.DataFrame, sources: pd.DataFrame, targets: pd.DataFram
     return edges["syn_weight"].to_numpy(float) * np.exp(-(delta / sigma) ** 2)
 
 
-def apply_weight_functions(config, circuit, names: np.ndarray, edges: pd.DataFrame, type_row: pd.Series,
-                           epop: Any, weights: np.ndarray) -> np.ndarray:
+def _is_blank(name: Any) -> bool:
+    return name is None or (isinstance(name, float) and np.isnan(name))
+
+
+def apply_weight_functions(config, circuit, names: np.ndarray | str, edges: Callable[[], pd.DataFrame],
+                           type_row: dict[str, Any], epop: Any, weights: np.ndarray) -> np.ndarray:
+    """Each edge's weight from its weight function. `names` is one name for every edge or one
+    per edge; `edges` builds the edges' DataFrame, only when a function needs it: BMTK's
+    built-ins (wmax, set_syn_weight, default_weight_fnc) return syn_weight unchanged, so a
+    network naming only those costs neither a DataFrame nor a call per edge."""
     for key in ("weight_functions",):
         user = config.components.get(key) or config.raw.get("run", {}).get(key)
         if user:
             load_module(Path(user))
     out = np.array(weights, dtype=float)
-    props = edges.copy()
+    if isinstance(names, str) or _is_blank(names):
+        present = [names]
+    else:
+        present = list(dict.fromkeys(np.asarray(names, dtype=object).tolist()))
+    needed = [n for n in present if not _is_blank(n) and not getattr(get(str(n)), "keeps_syn_weight", False)]
+    if not needed:
+        return out
+    import pandas as pd  # DataFrames are the weight functions' arguments (BMTK's interface)
+
+    props = edges()
     for col, val in type_row.items():
         if col not in props.columns:
-            props[col] = val
+            props[col] = np.nan if val is None else val
     if "syn_weight" not in props.columns:
         props["syn_weight"] = weights
     src_table = circuit.nodes[epop.source_population].table
     tgt_table = circuit.nodes[epop.target_population].table
-    for name in pd.unique(np.asarray(names, dtype=object)):
-        if name is None or (isinstance(name, float) and np.isnan(name)):
-            continue
-        rows = np.nonzero(np.asarray(names, dtype=object) == name)[0]
+    for name in needed:
+        rows = np.arange(len(out)) if len(present) == 1 else np.nonzero(np.asarray(names, dtype=object) == name)[0]
         fn = get(str(name))
         sub = props.iloc[rows]
         sources = src_table.iloc[sub["source_node_id"].to_numpy()].reset_index(drop=True)

@@ -49,7 +49,7 @@ for swc in sorted(mdir.glob("*.swc")):
         rp = ref.seg_props
         batch = CellBatch(population="p", node_type_id=1, model_type="biophysical",
                           model_template="ctdb:Biophys1.hoc", node_ids=np.array([gid]), gids=np.array([gid]),
-                          attributes=pd.DataFrame({"morphology": [swc.name]}), dynamics=dyn[proc],
+                          attributes={"morphology": np.array([swc.name], dtype=object)}, dynamics=dyn[proc],
                           model_processing=proc, morphology_dir=mdir)
         cell = BiophysicalBuilder().build(batch, settings)[0]
         gid += 1
@@ -71,7 +71,7 @@ swc = sorted(mdir.glob("*.swc"))[0]
 cells = {}
 for i, tmpl in enumerate(("hoc:MyCell", "ctdb:Biophys1.hoc")):
     b = CellBatch(population="q", node_type_id=2, model_type="biophysical", model_template=tmpl,
-                  node_ids=np.array([i]), gids=np.array([100 + i]), attributes=pd.DataFrame({"morphology": [swc.name]}),
+                  node_ids=np.array([i]), gids=np.array([100 + i]), attributes={"morphology": np.array([swc.name], dtype=object)},
                   dynamics=dyn["aibs_perisomatic"], model_processing="aibs_perisomatic", morphology_dir=mdir)
     cells[100 + i] = BiophysicalBuilder().build(b, settings)[0]
 same = [np.array_equal(cells[100].segment_table.area, cells[101].segment_table.area)]

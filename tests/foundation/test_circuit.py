@@ -131,3 +131,83 @@ def test_gaussian_ll_equals_bmtk_for_any_angles():
     theirs = [gaussianLL(e, {"tuning_angle": s}, {"tuning_angle": t})
               for e, s, t in zip(edges.to_dict("records"), src, tgt)]
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_types_table_reads_as_pandas_does(tmp_path):
+    """The types CSV reader (no pandas, for start-up time) gives the values and dtypes that
+    pandas.read_csv gives the same file: quoted values with spaces, missing values, int
+    columns with gaps (float), floats, bools, strings; bad files fail with the file named."""
+    import pandas as pd
+
+    from sonatarun.circuit.types_table import read_types_table
+
+    path = tmp_path / "types.csv"
+    path.write_text('node_type_id  model_type pop_name nsyns syn_weight flag  dynamics_params\n'
+                    '1 point_process "exc L4" 2 1.5e-3 True a.json\n'
+                    '2 virtual NONE NULL -0.5 False "b c.json"\n'
+                    '\n'
+                    '30 biophysical null 7 NaN True None\n')
+    ours = read_types_table(path, "node_type_id")
+    theirs = pd.read_csv(path, sep=" ", skipinitialspace=True, keep_default_na=False,
+                         na_values=["NONE", "NULL", "None", "null", "NaN", ""])
+    assert ours.names == list(theirs.columns)
+    for col in theirs.columns:
+        want = theirs[col]
+        got = ours.columns[col]
+        if want.dtype.kind in "iufb":
+            assert got.dtype.kind == want.dtype.kind, col
+            np.testing.assert_array_equal(got, want.to_numpy(), err_msg=col)
+        else:
+            assert [None if pd.isna(v) else v for v in want.tolist()] == got.tolist(), col
+    assert ours.row(2) == {"node_type_id": 2, "model_type": "virtual", "pop_name": None, "nsyns": None,
+                           "syn_weight": -0.5, "flag": False, "dynamics_params": "b c.json"}
+    assert 30 in ours and 4 not in ours and ours.missing(np.array([1, 4, 30, 5])) == [4, 5]
+    np.testing.assert_array_equal(ours.take(np.array([30, 1, 30]))["nsyns"], [7.0, 2.0, 7.0])
+
+    path.write_text("node_type_id model_type\n1 virtual\n1 biophysical\n")
+    with pytest.raises(CircuitError, match="node_type_id 1 appears twice") as err:
+        read_types_table(path, "node_type_id")
+    assert str(path) in err.value.render()
+    path.write_text("node_type_id model_type\n1 virtual extra\n")
+    with pytest.raises(CircuitError, match="line 2 has 3 values for 2 columns"):
+        read_types_table(path, "node_type_id")
+    path.write_text("edge_type_id model_type\n1 virtual\n")
+    with pytest.raises(CircuitError, match="no 'node_type_id' column"):
+        read_types_table(path, "node_type_id")
+
+
+def test_weight_functions_run_only_where_they_change_a_weight(circuit_files, tmp_path):
+    """BMTK's built-ins return syn_weight: a batch naming only them gets its weights without a
+    DataFrame or a call per edge; a user function (per-edge, BMTK's signature) named on some
+    edges of the same batch is called for exactly those, with the node attributes joined."""
+    import pandas as pd
+
+    from sonatarun.weights import apply_weight_functions
+
+    _, nodes, types, edges, etypes = circuit_files
+    c = Circuit.open([NodeFiles(nodes, types)], [EdgeFiles(edges, etypes)])
+    (epop,) = c.edges
+
+    class Config:  # what apply_weight_functions reads of a SimulationConfig
+        components: dict = {"weight_functions": tmp_path / "wf.py"}
+        raw: dict = {}
+
+    (tmp_path / "wf.py").write_text("def double_if_e(edge, src, tgt):\n"
+                                    "    return edge['syn_weight'] * (2 if tgt['pop_name'] == 'e' else 3)\n")
+    w = np.array([1.0, 2.0, 3.0])
+    frame_calls = []
+
+    def frame():
+        frame_calls.append(1)
+        return pd.DataFrame({"source_node_id": [0, 1, 0], "target_node_id": [0, 1, 4], "syn_weight": w})
+
+    row = {"edge_type_id": 7, "delay": 1.5}
+    for builtin in ("wmax", "set_syn_weight", "default_weight_fnc"):
+        np.testing.assert_array_equal(apply_weight_functions(Config, c, builtin, frame, row, epop, w), w)
+    mixed = np.array(["wmax", "double_if_e", None], dtype=object)
+    np.testing.assert_array_equal(apply_weight_functions(Config, c, mixed, frame, row, epop, w), [1.0, 6.0, 3.0])
+    assert frame_calls == [1]  # built the DataFrame once, for the user function only
+    every = np.array(["double_if_e"] * 3, dtype=object)
+    np.testing.assert_array_equal(apply_weight_functions(Config, c, every, frame, row, epop, w), [2.0, 6.0, 6.0])
+    with pytest.raises(ConfigError, match="weight_function 'nope' is not defined"):
+        apply_weight_functions(Config, c, "nope", frame, row, epop, w)

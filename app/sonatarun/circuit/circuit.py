@@ -63,8 +63,8 @@ class Circuit:
 
     def has_cells(self, population: str) -> bool:
         """True when a population has nodes that are not virtual (so it can spike on its own)."""
-        table = self.nodes[population].table
-        return "model_type" not in table.columns or bool((table["model_type"] != "virtual").any())
+        cols = self.nodes[population].columns
+        return "model_type" not in cols or bool((cols["model_type"] != "virtual").any())
 
     def describe_files(self) -> list[Path]:
         return sorted({p.h5_path for p in self.nodes.values()} | {e.h5_path for e in self.edges})

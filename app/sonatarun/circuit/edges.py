@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from sonatarun.circuit.nodes import decode_strings
-from sonatarun.circuit.types_table import read_types_table
+from sonatarun.circuit.types_table import TypesTable, read_types_table
 from sonatarun.errors import CircuitError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _CORE = ("source_node_id", "target_node_id", "edge_type_id", "edge_group_id", "edge_group_index")
 _DENSE = 0.25  # above this fraction of all edges, read whole columns and index in memory
@@ -118,7 +121,7 @@ class EdgePopulation:
     name: str
     h5_path: Path
     types_path: Path
-    types: pd.DataFrame = field(repr=False)
+    types: TypesTable = field(repr=False)
     source_population: str = ""
     target_population: str = ""
     size: int = 0
@@ -228,8 +231,10 @@ class EdgePopulation:
                                target=_int64(core("target_node_id")), edge_type=_small_ids(etype),
                                group_id=group_id, group_index=group_index, columns=columns)
 
-    def read(self, edge_ids: np.ndarray) -> pd.DataFrame:
+    def read(self, edge_ids: np.ndarray) -> "pd.DataFrame":
         """The same as :meth:`read_columns`, one DataFrame row per edge (for inspection and tests)."""
+        import pandas as pd  # a run reads columns; only this view needs pandas
+
         c = self.read_columns(edge_ids)
         return pd.DataFrame({"edge_id": c.edge_ids, "source_node_id": c.source, "target_node_id": c.target,
                              "edge_type_id": c.edge_type.astype(np.int64), "edge_group_id": c.group_id.astype(np.int64),
@@ -249,4 +254,4 @@ class EdgePopulation:
 
     @cached_property
     def type_columns(self) -> list[str]:
-        return [c for c in self.types.columns if c != "edge_type_id"]
+        return [c for c in self.types.names if c != "edge_type_id"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import pandas as pd
 
-from sonatarun.circuit.types_table import read_types_table
+from sonatarun.circuit.types_table import TypesTable, read_types_table
 from sonatarun.errors import CircuitError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _RESERVED = {"node_type_id", "node_group_id", "node_group_index", "node_id"}
 
@@ -27,7 +30,8 @@ class NodePopulation:
     name: str
     h5_path: Path
     types_path: Path
-    types: pd.DataFrame = field(repr=False)
+    types: TypesTable = field(repr=False)
+    h5_columns: set[str] = field(default_factory=set, repr=False)  # filled by `columns`
 
     @classmethod
     def open_all(cls, h5_path: Path, types_path: Path) -> list["NodePopulation"]:
@@ -61,26 +65,28 @@ class NodePopulation:
         return self._core["node_type_id"]
 
     @cached_property
-    def table(self) -> pd.DataFrame:
-        """All node attributes, one row per node id: h5 group columns win over CSV columns."""
+    def columns(self) -> dict[str, np.ndarray]:
+        """All node attributes, one entry per node id: h5 group columns win over CSV columns.
+        Plain arrays (strings as object arrays, None where missing): the plan needs no DataFrame."""
         core = self._core
         n = self.size
-        frame = pd.DataFrame({"node_id": np.arange(n, dtype=np.int64),
-                              "node_type_id": core["node_type_id"].astype(np.int64)})
-        missing = set(np.unique(core["node_type_id"])) - set(self.types.index)
+        type_ids = core["node_type_id"].astype(np.int64)
+        missing = self.types.missing(type_ids)
         if missing:
-            raise CircuitError(f"population '{self.name}' uses node_type_id {sorted(missing)[0]} that the types "
+            raise CircuitError(f"population '{self.name}' uses node_type_id {missing[0]} that the types "
                                f"table does not define", file=self.types_path, key="node_type_id",
                                fix="add the type to the CSV or correct the nodes file")
-        csv_cols = [c for c in self.types.columns if c != "node_type_id"]
-        joined = self.types.loc[frame["node_type_id"], csv_cols].reset_index(drop=True)
-        for c in csv_cols:
-            frame[c] = joined[c].to_numpy()
+        out: dict[str, np.ndarray] = {"node_id": np.arange(n, dtype=np.int64), "node_type_id": type_ids}
+        for c, v in self.types.take(type_ids).items():
+            if c != "node_type_id":
+                out[c] = v
         with h5py.File(self.h5_path, "r") as f:
             pop = f["nodes"][self.name]
-            for gid in np.unique(core["node_group_id"]):
-                rows = np.nonzero(core["node_group_id"] == gid)[0]
-                idx = core["node_group_index"][rows]
+            groups = core["node_group_id"]
+            present = np.unique(groups).tolist()
+            for gid in present:
+                rows = None if len(present) == 1 else np.flatnonzero(groups == gid)
+                idx = core["node_group_index"] if rows is None else core["node_group_index"][rows]
                 grp = pop[str(gid)] if str(gid) in pop else None
                 if grp is None:
                     raise CircuitError(f"node group '{gid}' of population '{self.name}' is missing",
@@ -89,15 +95,32 @@ class NodePopulation:
                     if not isinstance(ds, h5py.Dataset) or col in _RESERVED:
                         continue
                     values = decode_strings(ds[()])
-                    if col not in frame.columns:
-                        frame[col] = pd.Series([None] * n, dtype=object) if values.dtype == object else np.nan
-                    if values.ndim == 1 and len(values):
-                        col_values = frame[col].to_numpy(copy=True)
-                        if col_values.dtype != values.dtype and values.dtype != object:
-                            col_values = col_values.astype(np.result_type(col_values.dtype, values.dtype)
-                                                           if col_values.dtype.kind in "fiu" else object)
+                    if values.ndim != 1:
+                        continue
+                    self.h5_columns.add(col)
+                    if col not in out:
+                        out[col] = np.full(n, None, dtype=object) if values.dtype == object else np.full(n, np.nan)
+                    if not len(values):
+                        continue
+                    col_values = out[col].copy()
+                    if col_values.dtype != values.dtype and values.dtype != object:
+                        col_values = col_values.astype(np.result_type(col_values.dtype, values.dtype)
+                                                       if col_values.dtype.kind in "fiu" else object)
+                    elif values.dtype == object and col_values.dtype != object:
+                        col_values = col_values.astype(object)
+                    if rows is None:
+                        col_values[:] = values[idx]
+                    else:
                         col_values[rows] = values[idx]
-                        frame[col] = col_values
+                    out[col] = col_values
+        return out
+
+    @cached_property
+    def table(self) -> "pd.DataFrame":
+        """:attr:`columns` as a DataFrame indexed by node id (node sets, reports, weight functions)."""
+        import pandas as pd  # only where a DataFrame is the product: a NEST build never imports it
+
+        frame = pd.DataFrame(self.columns)
         return frame.set_index("node_id", drop=False)
 
     def node_dynamics(self, node_ids: np.ndarray) -> dict[str, np.ndarray]:

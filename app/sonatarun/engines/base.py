@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from sonatarun.mpi import Comm
 
@@ -53,7 +52,7 @@ class CellBatch:
     """Cells of one population and node type: one model, rank-local node ids.
 
     `attributes` holds every per-node column (h5 group columns joined with the
-    node-types CSV; h5 wins) indexed like `node_ids`. `dynamics` is the type-level
+    node-types CSV; h5 wins) as arrays indexed like `node_ids`. `dynamics` is the type-level
     parameter dict (the node type's dynamics_params JSON, already loaded);
     `node_dynamics` holds per-node parameter columns from the h5 `dynamics_params`
     subgroup, which override `dynamics` for that node.
@@ -65,7 +64,7 @@ class CellBatch:
     model_template: str | None
     node_ids: np.ndarray
     gids: np.ndarray
-    attributes: pd.DataFrame
+    attributes: dict[str, np.ndarray]
     dynamics: dict[str, Any] = field(default_factory=dict)
     node_dynamics: dict[str, np.ndarray] = field(default_factory=dict)
     model_processing: str | None = None

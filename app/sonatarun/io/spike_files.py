@@ -5,7 +5,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from sonatarun.errors import InputError
 
@@ -45,6 +44,8 @@ def _read_h5(path: Path, key: str) -> SpikeTable:
 
 
 def _read_csv(path: Path, key: str) -> SpikeTable:
+    import pandas as pd  # only for CSV spike inputs
+
     try:
         table = pd.read_csv(path, sep=r"\s+", engine="python")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:

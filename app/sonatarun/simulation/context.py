@@ -35,8 +35,8 @@ class BuildContext:
         out = {}
         for name, pop in self.circuit.nodes.items():
             ids = np.arange(pop.size, dtype=np.int64)
-            if non_virtual and "model_type" in pop.table.columns:
-                ids = ids[(pop.table["model_type"] != "virtual").to_numpy()]
+            if non_virtual and "model_type" in pop.columns:
+                ids = ids[pop.columns["model_type"] != "virtual"]
             if len(ids):
                 out[name] = ids
         return out

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from sonatarun.circuit import Circuit
 from sonatarun.config import SimulationConfig
@@ -61,50 +60,79 @@ def choose_engine(config: SimulationConfig, circuit: Circuit) -> str:
     if config.target_simulator:
         return config.target_simulator.lower()
     for pop in circuit.nodes.values():
-        t = pop.types.get("model_template")
-        if t is not None and t.astype(str).str.startswith("nest:").any():
+        t = pop.types.columns.get("model_template")
+        if t is not None and any(str(v).startswith("nest:") for v in t.tolist()):
             return "nest"
     return "neuron"
+
+
+def _node_groups(pop, cols: dict[str, np.ndarray], keys: list[str], rows: np.ndarray) -> list[np.ndarray]:
+    """Positions (into `rows`) of each distinct combination of the `keys` columns, groups in order of
+    first appearance (as pandas' groupby(sort=False) gives them). A column from the types CSV is a
+    function of node_type_id, so only columns the h5 groups set are factorised per node."""
+    code = cols["node_type_id"][rows]
+    for k in keys:
+        if k == "node_type_id" or k not in pop.h5_columns:
+            continue
+        values = cols[k][rows]
+        _, inv = np.unique(values.astype(str), return_inverse=True)
+        _, code = np.unique(np.stack([code, inv.astype(np.int64)], axis=1), axis=0, return_inverse=True)
+        code = code.reshape(-1)
+    _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    if len(first) == 1:
+        return [np.arange(len(rows))]
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    grp = rank[inv]
+    order = np.argsort(grp, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(grp, minlength=len(first)))[:-1])
+
+
+def _value(v: Any) -> Any:
+    """A table entry as a Python scalar, None where missing."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return None if _is_null(v) else v
 
 
 def cell_batches(config: SimulationConfig, circuit: Circuit, owned, params: ParamFiles) -> list[CellBatch]:
     batches: list[CellBatch] = []
     for name, pop in circuit.nodes.items():
-        table = pop.table
-        if "model_type" not in table.columns:
+        cols = pop.columns
+        if "model_type" not in cols:
             raise CircuitError(f"population '{name}' has no model_type", file=pop.types_path, key="model_type",
                                fix="add a model_type column (virtual, point_process, biophysical, ...)")
-        gids = circuit.gids(name, table["node_id"].to_numpy())
-        local = table[owned(gids)]
-        if local.empty:
+        rows = np.flatnonzero(owned(circuit.gids(name, cols["node_id"])))
+        if not len(rows):
             continue
         keys = ["node_type_id", "model_type"] + [c for c in ("model_template", "dynamics_params",
-                                                           "model_processing") if c in local.columns]
-        grouped = local.groupby([local[k].astype(str) for k in keys], sort=False, dropna=False)
-        for _, frame in grouped:
-            first = frame.iloc[0]
+                                                           "model_processing") if c in cols]
+        for part in _node_groups(pop, cols, keys, rows):
+            sel = rows[part]
+            first = {c: _value(cols[c][sel[0]]) for c in keys}
             model_type = str(first["model_type"])
             template = first.get("model_template")
-            template = None if template is None or (isinstance(template, float) and np.isnan(template)) else str(template)
+            template = None if template is None else str(template)
             dyn = params.load(first.get("dynamics_params"), _PARAM_DIRS.get(model_type, "point_neuron_models_dir"),
                               where=f"population {name}, node type {int(first['node_type_id'])}")
-            node_ids = frame["node_id"].to_numpy(np.int64)
+            node_ids = cols["node_id"][sel]
             proc = first.get("model_processing")
             batches.append(CellBatch(
                 population=name, node_type_id=int(first["node_type_id"]), model_type=model_type,
                 model_template=template, node_ids=node_ids, gids=circuit.gids(name, node_ids),
-                attributes=frame.reset_index(drop=True), dynamics=dyn,
+                attributes={c: v[sel] for c, v in cols.items()}, dynamics=dyn,
                 node_dynamics=pop.node_dynamics(node_ids) if model_type != "virtual" else {},
-                model_processing=None if proc is None or (isinstance(proc, float) and np.isnan(proc)) else str(proc),
+                model_processing=None if proc is None else str(proc),
                 morphology_dir=config.components.get("morphologies_dir"),
             ))
     return batches
 
 
-def _column(group: dict[str, np.ndarray], type_row: pd.Series, key: str, n: int) -> np.ndarray | None:
+def _column(group: dict[str, np.ndarray], type_row: dict[str, Any], key: str, n: int) -> np.ndarray | None:
     """Per-edge values: the h5 group column where set, else the edge type's CSV value, else None."""
     h5 = group.get(key)
-    csv = type_row.get(key) if key in type_row.index else None
+    csv = type_row.get(key)
     if h5 is None:
         return None if _is_null(csv) else np.full(n, csv)
     if not _is_null(csv) and h5.dtype.kind == "f":
@@ -131,7 +159,7 @@ def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params
             continue
         edges = epop.read_columns(ids, every_edge=every)
         parts = split_by_type_and_group(edges.edge_type, edges.group_id)
-        unknown = {t for t, _, _ in parts} - set(epop.types.index)
+        unknown = {t for t, _, _ in parts if t not in epop.types}
         if unknown:
             raise CircuitError(f"edge population '{epop.name}' uses edge_type_id {sorted(unknown)[0]} that the "
                                f"types table does not define", file=epop.types_path, key="edge_type_id")
@@ -198,10 +226,11 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
     src_nodes, tgt_nodes = pick(edges.source), pick(edges.target)
     # every edge of the population read: edge ids are 0..size-1, so the positions are the ids
     edge_ids = edges.edge_ids if part is None else (part if every else edges.edge_ids[part])
-    row = epop.types.loc[type_id]
+    row = epop.types.row(type_id)
     where = f"edge population {epop.name}, edge type {type_id}"
     weights = _column(group, row, "syn_weight", n)
-    wfn = _column(group, row, "weight_function", n)
+    wfn = group.get("weight_function", row.get("weight_function"))
+    wfn = None if _is_null(wfn) else wfn
     if weights is None and wfn is None:
         raise CircuitError(f"{where} has no syn_weight", file=epop.types_path, key="syn_weight",
                            fix="add syn_weight to the edge types CSV or the edges file")
@@ -214,11 +243,14 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
     template = _first(group, row, "model_template") if n else None
     w = np.zeros(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if wfn is not None and weight_fn is not None:
-        frame = pd.DataFrame({"edge_id": edge_ids, "source_node_id": src_nodes,
-                              "target_node_id": tgt_nodes, "edge_type_id": pick(edges.edge_type).astype(np.int64),
-                              **group})
+        def frame():
+            import pandas as pd  # the argument of user weight functions; built-ins need no DataFrame
+
+            return pd.DataFrame({"edge_id": edge_ids, "source_node_id": src_nodes, "target_node_id": tgt_nodes,
+                                 "edge_type_id": pick(edges.edge_type).astype(np.int64), **group})
+
         w = weight_fn(wfn, frame, row, epop, w)
-    group_cols = set(group) | {c for c in row.index if not _is_null(row[c])}
+    group_cols = set(group) | {c for c, v in row.items() if not _is_null(v)}
     return ConnectionBatch(
         edge_population=epop.name, source_population=epop.source_population,
         target_population=epop.target_population, edge_type_id=type_id,
@@ -242,11 +274,11 @@ def _gids(circuit: Circuit, population: str, node_ids: np.ndarray) -> np.ndarray
     return circuit.gids(population, node_ids)
 
 
-def _first(group: dict[str, np.ndarray], type_row: pd.Series, key: str) -> Any:
+def _first(group: dict[str, np.ndarray], type_row: dict[str, Any], key: str) -> Any:
     """The first edge's value of `key` (h5 column where set, else the type's), None if neither:
     what ``_column(...)[0]`` gives, without a per-edge array of the type's value."""
     h5 = group.get(key)
-    csv = type_row.get(key) if key in type_row.index else None
+    csv = type_row.get(key)
     if h5 is None:
         return None if _is_null(csv) else csv
     first = h5[0]

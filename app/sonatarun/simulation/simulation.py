@@ -143,7 +143,10 @@ class Simulation:
         """What `sonatarun validate` prints: the model as sonatarun understands it."""
         pops = []
         for name, pop in self.circuit.nodes.items():
-            types = pop.table["model_type"].value_counts().to_dict() if "model_type" in pop.table else {}
+            types = {}
+            if "model_type" in pop.columns:
+                kinds, counts = np.unique(pop.columns["model_type"].astype(str), return_counts=True)
+                types = {str(k): int(c) for k, c in sorted(zip(kinds, counts), key=lambda kc: -kc[1])}
             pops.append({"name": name, "nodes": pop.size, "model_types": types})
         edges = [{"name": e.name, "source": e.source_population, "target": e.target_population, "edges": e.size}
                  for e in self.circuit.edges]

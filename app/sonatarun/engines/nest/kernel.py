@@ -22,20 +22,23 @@ def import_nest(quiet: bool = True):
     omp = os.environ.pop("OMP_NUM_THREADS", None)
     # pynest imports matplotlib (if installed) only for its spatial plotting helpers
     # (hl_api_spatial: `try: import matplotlib ... except ImportError: HAVE_MPL = False`),
-    # which sonatarun never calls: ~0.3 s of every run's start. Hide it during the import
-    # only; matplotlib stays importable afterwards (`sonatarun plot`, notebooks), and a
-    # process that has already imported it keeps NEST's plotting.
-    hide_mpl = "matplotlib" not in sys.modules
-    if hide_mpl:
-        sys.modules["matplotlib"] = None  # type: ignore[assignment]  # makes `import matplotlib` raise ImportError
+    # and pandas only for `get(output="pandas")` (hl_api_types, the same pattern); sonatarun
+    # calls neither: ~0.3 s each of every run's start (pandas is a quarter of a 10k-neuron
+    # build). Hide them during the import only; they stay importable afterwards (`sonatarun
+    # plot`, CSV outputs, notebooks), and a process that has already imported one keeps
+    # NEST's use of it.
+    hidden = [m for m in ("matplotlib", "pandas") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
     try:
         import nest  # noqa: WPS433 - lazy on purpose
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise EngineError(f"NEST is not importable ({exc})", key="target_simulator",
                           fix="pip install nest-simulator, or run with the NEURON engine") from exc
     finally:
-        if hide_mpl and sys.modules.get("matplotlib", 0) is None:
-            del sys.modules["matplotlib"]
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
         if omp is not None:
             os.environ["OMP_NUM_THREADS"] = omp
     level = nest.VerbosityLevel.ERROR if quiet else nest.VerbosityLevel.WARNING

@@ -236,15 +236,15 @@ class BiophysicalBuilder(CellBuilder):
                               key="model_template", fix="use ctdb:Biophys1.hoc or hoc:<TemplateName>")
         params = batch.dynamics if batch.dynamics else None
         src = None
-        if "dynamics_params" in batch.attributes.columns and len(batch):
-            name = str(batch.attributes["dynamics_params"].iloc[0])
+        if "dynamics_params" in batch.attributes and len(batch):
+            name = str(batch.attributes["dynamics_params"][0])
             pdir = settings.components.get("biophysical_neuron_models_dir")
             src = str(Path(pdir) / name) if pdir is not None and not Path(name).is_absolute() else name
         if params is not None:
             from sonatarun.engines.neuron.mechanisms import require_mechanisms
 
             require_mechanisms(processing.mechanisms_used(params), src)
-        morph_col = batch.attributes["morphology"] if "morphology" in batch.attributes.columns else None
+        morph_col = batch.attributes.get("morphology")
         if kind == "hoc":
             from sonatarun.engines.neuron.morphology import load_hoc_support
 
@@ -255,8 +255,8 @@ class BiophysicalBuilder(CellBuilder):
         for i, (gid, nid) in enumerate(zip(batch.gids.tolist(), batch.node_ids.tolist())):
             cell = BioCell(gid, nid, batch.population)
             morph = None
-            if morph_col is not None and isinstance(morph_col.iloc[i], str) and morph_col.iloc[i] not in ("", "NULL"):
-                morph = resolve_morphology(morph_col.iloc[i], batch.morphology_dir)
+            if morph_col is not None and isinstance(morph_col[i], str) and morph_col[i] not in ("", "NULL"):
+                morph = resolve_morphology(morph_col[i], batch.morphology_dir)
             cell_params = self._node_params(params, batch, i)
             axon_diams = None
             if kind == "hoc":
@@ -336,6 +336,10 @@ class BiophysicalBuilder(CellBuilder):
             cell.cell.append(sec, section_type(sec.name()))
 
 
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
 def check_batch(batch: CellBatch, components: dict[str, Path]) -> list[str]:
     """What ``build`` would reject, found without building (for the engine's check_plan):
     unknown directives or templates, missing morphology files, mechanisms not loaded."""
@@ -352,10 +356,10 @@ def check_batch(batch: CellBatch, components: dict[str, Path]) -> list[str]:
         problems.append(f"{where}: model_template '{batch.model_template}' is not supported for biophysical "
                         f"cells (use ctdb:Biophys1.hoc or hoc:<TemplateName>)")
     if kind != "hoc":
-        if "morphology" not in batch.attributes.columns:
+        if "morphology" not in batch.attributes:
             problems.append(f"{where}: no morphology column (set it in the node types or nodes file)")
         else:
-            for m in sorted({str(v) for v in batch.attributes["morphology"].dropna().unique()}):
+            for m in sorted({str(v) for v in batch.attributes["morphology"].tolist() if not _missing(v)}):
                 path = resolve_morphology(m, batch.morphology_dir)
                 if not path.exists():
                     problems.append(f"{where}: morphology {path} not found (check components.morphologies_dir)")
