@@ -6,18 +6,21 @@ Adding a command is adding a module and its name to :data:`COMMANDS`.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-import traceback
 
 from sonatarun import __version__
-from sonatarun.errors import Interrupted, SonataRunError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~18 ms before the run command re-executes itself
+if TYPE_CHECKING:
+    import argparse
 
 COMMANDS = ["validate", "run", "summary", "plot", "mechanisms", "plan", "launch", "submit", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="sonatarun",
         description="Run SONATA brain-network models on NEURON and NEST, from a laptop to a cluster.",
@@ -37,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and next((a for a in sys.argv[1:] if not a.startswith("-")), None) == "run":
+        from sonatarun.launch.hugepages import reexec_if_wanted
+
+        reexec_if_wanted()  # the command line's simulations get huge pages (launch/hugepages.py)
+    import traceback
+
+    from sonatarun.errors import Interrupted, SonataRunError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # `--debug` is accepted anywhere on the line, as users type it after the subcommand.

@@ -28,6 +28,7 @@ from sonatarun.simulation.checkpoint import CheckpointPolicy, CheckpointStore, S
 from sonatarun.simulation.context import BuildContext
 from sonatarun.simulation.network import ParamFiles, cell_batches, choose_engine, connection_batches
 from sonatarun.simulation.output import OutputLock, check_output_dir, setup_logging, write_run_record
+from sonatarun.util.memory import memory_summary
 
 
 @dataclass
@@ -285,7 +286,7 @@ class Simulation:
                 "config": str(cfg.path), "engine": self.engine_name, "ranks": comm.size,
                 "threads": settings.threads, "tstart": settings.tstart, "tstop": settings.tstop, "dt": settings.dt,
                 "n_cells": self.circuit.n_cells, "n_spikes": int(total), "wall_seconds": wall, "phases": phases,
-                "engine_stats": dict(engine.stats),
+                "engine_stats": dict(engine.stats), "memory": memory_summary(),
                 "spikes_file": str(spikes_h5) if spikes_h5 else None,
                 "reports": [str(w.path) for ws in report_writers for w in ws.values()],
             })
