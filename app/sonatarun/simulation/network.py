@@ -191,6 +191,15 @@ def split_by_type_and_group(edge_type: np.ndarray, group_id: np.ndarray) -> list
     if t_lo == t_hi and g_lo == g_hi:
         return [(t_lo, g_lo, None)]
     span_g = g_hi - g_lo + 1
+    if span_g == 1 and t_hi - t_lo < 8:
+        # one group, a few type ids (the usual file): one comparison pass per id on the ids as
+        # read, no key, count or lookup arrays of millions of entries
+        out = []
+        for t in range(t_lo, t_hi + 1):
+            mask = edge_type == t
+            if mask.any():
+                out.append((t, g_lo, np.flatnonzero(mask)))
+        return out
     n_keys = (t_hi - t_lo + 1) * span_g
     if n_keys > max(1 << 16, n):  # sparse ids: sort the keys themselves
         order = np.lexsort((group_id, edge_type))
@@ -259,7 +268,9 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
         source_gids=_gids(circuit, epop.source_population, src_nodes),
         target_gids=_gids(circuit, epop.target_population, tgt_nodes), source_node_ids=src_nodes,
         target_node_ids=tgt_nodes, weights=w, delays=np.asarray(delays, dtype=np.float64),
-        nsyns=np.ones(n, np.int64) if nsyns is None else nsyns.astype(np.int64),
+        # integer nsyns stay in the file's type (often uint16: no 8-byte copy of millions of edges)
+        nsyns=np.ones(n, np.int64) if nsyns is None else (nsyns if nsyns.dtype.kind in "iu" else
+                                                          nsyns.astype(np.int64)),
         columns={c: v for c, v in group.items() if c not in ("syn_weight", "delay", "nsyns")},
         type_attrs=type_attrs, edge_ids=edge_ids,
         preselected=any(c in group_cols for c in _SECTION_COLUMNS) or nsyns is None,
