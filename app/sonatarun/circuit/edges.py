@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from sonatarun.circuit.ids import small_unique
 from sonatarun.circuit.nodes import decode_strings
 from sonatarun.circuit.types_table import TypesTable, read_types_table
 from sonatarun.errors import CircuitError
@@ -38,18 +39,6 @@ def ranges_to_ids(ranges: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
     return np.arange(lengths.sum(), dtype=np.int64) + offsets
-
-
-def small_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique for arrays of small non-negative ids (edge types, group ids) without sorting them:
-    one bincount pass instead of an O(n log n) sort of millions of edges."""
-    if len(values) == 0:
-        return np.zeros(0, dtype=np.int64)
-    lo, hi = int(values.min()), int(values.max())
-    if lo < 0 or hi - lo > max(1 << 16, len(values)):
-        return np.unique(values).astype(np.int64)
-    shifted = (values - lo if lo else values).astype(np.intp, copy=False)
-    return np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1)) + lo
 
 
 def read_rows(ds: h5py.Dataset, ids: np.ndarray) -> np.ndarray:

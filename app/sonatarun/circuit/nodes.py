@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from sonatarun.circuit.ids import small_unique
 from sonatarun.circuit.types_table import TypesTable, read_types_table
 from sonatarun.errors import CircuitError
 
@@ -83,7 +84,7 @@ class NodePopulation:
         with h5py.File(self.h5_path, "r") as f:
             pop = f["nodes"][self.name]
             groups = core["node_group_id"]
-            present = np.unique(groups).tolist()
+            present = small_unique(groups).tolist()
             for gid in present:
                 rows = None if len(present) == 1 else np.flatnonzero(groups == gid)
                 idx = core["node_group_index"] if rows is None else core["node_group_index"][rows]
@@ -129,7 +130,7 @@ class NodePopulation:
         out: dict[str, np.ndarray] = {}
         with h5py.File(self.h5_path, "r") as f:
             pop = f["nodes"][self.name]
-            for gid in np.unique(core["node_group_id"][node_ids]):
+            for gid in small_unique(core["node_group_id"][node_ids]).tolist():
                 grp = pop.get(str(gid))
                 if grp is None or "dynamics_params" not in grp:
                     continue

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sonatarun.circuit.ids import small_unique
 from sonatarun.errors import CircuitError
 
 _MISSING = frozenset({"NONE", "NULL", "None", "null", "NaN", ""})
@@ -57,7 +58,7 @@ class TypesTable:
 
     def missing(self, type_ids: np.ndarray) -> list[int]:
         """Type ids of `type_ids` the table does not define, sorted."""
-        return sorted(int(t) for t in np.unique(type_ids).tolist() if int(t) not in self._rows)
+        return [t for t in small_unique(np.asarray(type_ids)).tolist() if t not in self._rows]
 
 
 def _scalar(v: Any) -> Any:
