@@ -139,3 +139,23 @@ np.savez(sys.argv[2], ids=ev["senders"], t=ev["times"], v=vm["V_m"], vs=vm["send
         out = np.load(tmp / "out.npz")
         return out["ids"], out["t"], out["v"], out["vs"], out["vt"]
     return run
+
+
+def test_two_threads_place_the_same_bytes_and_see_the_same_repeats():
+    """reorder with an idle helper thread (the engine's first batch) splits the tiles in two:
+    the same columns as one thread, and a repeated pair in either half still keeps the file order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    e = _random_edges(rng, 3000, 2000, 40)
+    one = locality.reorder(e, 0.1)
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        two = locality.reorder(e, 0.1, helper)
+        assert one is not None and two is not None
+        for f in ("sources", "targets", "delays", "weights"):
+            assert np.array_equal(getattr(one, f), getattr(two, f)), f
+        for row in (5, len(e) - 5):  # a repeat in the lower, then in the upper half of the tiles
+            src, tgt, d = e.sources.copy(), e.targets.copy(), e.delays.copy()
+            src[row + 1], tgt[row + 1], d[row + 1] = src[row], tgt[row], d[row]
+            assert locality.reorder(Edges("static_synapse", src, tgt, d, e.weights), 0.1, helper) is None
+
