@@ -2,6 +2,8 @@
 keeps the file order, and that NEST then simulates the same spikes."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,161 @@ def test_two_threads_place_the_same_bytes_and_see_the_same_repeats():
             src[row + 1], tgt[row + 1], d[row + 1] = src[row], tgt[row], d[row]
             assert locality.reorder(Edges("static_synapse", src, tgt, d, e.weights), 0.1, helper) is None
 
+
+IAF = {"C_m": 250.0, "tau_m": 10.0, "t_ref": 2.0, "E_L": -70.0, "V_m": -70.0, "V_th": -55.0, "V_reset": -70.0,
+       "I_e": 300.0}
+N_CELLS, N_VIRTUAL = 600, 200
+
+
+def _engine():
+    import logging
+
+    from sonatarun.engines import registry
+    from sonatarun.engines.base import RunSettings
+    from sonatarun.mpi import Comm
+
+    need(importlib.util.find_spec("nest") is not None, "NEST (pip install nest-simulator)")
+    settings = RunSettings(tstart=0.0, tstop=100.0, dt=0.1, nsteps_block=1000)
+    eng = registry.get("nest")(settings, Comm(None), logging.getLogger("test-pipeline"))
+    eng.build_cells([_cell_batch("v1", 1, np.arange(0, 400)), _cell_batch("v1", 2, np.arange(400, N_CELLS)),
+                     _cell_batch("lgn", 3, np.arange(N_CELLS, N_CELLS + N_VIRTUAL), virtual=True)])
+    return eng
+
+
+def _cell_batch(pop, ntid, gids, virtual=False):
+    import pandas as pd
+
+    from sonatarun.engines.base import CellBatch
+
+    return CellBatch(population=pop, node_type_id=ntid, model_type="virtual" if virtual else "point_neuron",
+                     model_template=None if virtual else "nest:iaf_psc_alpha", node_ids=gids - gids.min(), gids=gids,
+                     attributes=pd.DataFrame(index=range(len(gids))), dynamics={} if virtual else IAF,
+                     node_dynamics={})
+
+
+def _edge_batch(rng, etid, src_pop, src_gids, n_per_target, template, weight, delay=None):
+    from sonatarun.engines.base import ConnectionBatch
+
+    tgt = np.repeat(np.arange(N_CELLS), n_per_target)
+    src = np.concatenate([rng.choice(src_gids, n_per_target, replace=False) for _ in range(N_CELLS)])
+    n = len(tgt)
+    delays = np.round(rng.uniform(1.0, 3.0, n), 1) if delay is None else np.full(n, delay)
+    return ConnectionBatch(edge_population=f"{src_pop}_v1", source_population=src_pop, target_population="v1",
+                           edge_type_id=etid, model_template=template, dynamics={}, source_gids=src, target_gids=tgt,
+                           source_node_ids=src, target_node_ids=tgt, weights=rng.uniform(0.5, 1.5, n) * weight,
+                           delays=delays, nsyns=np.ones(n, dtype=np.int64))
+
+
+def _network(rng):
+    """Six batches: two static ones with disjoint sources (each ordered on its own), two
+    tsodyks ones that share a pair of equal delays (checked together: file order), one
+    bernoulli (file order: it draws random numbers), one from the virtual population."""
+    exc, inh = np.arange(0, 400), np.arange(400, N_CELLS)
+    b = [_edge_batch(rng, 100, "v1", exc, 30, "static_synapse", 20.0),
+         _edge_batch(rng, 101, "v1", inh, 10, "static_synapse", -60.0),
+         _edge_batch(rng, 102, "v1", exc, 5, "tsodyks_synapse", 30.0),
+         _edge_batch(rng, 103, "v1", exc, 3, "tsodyks_synapse", 30.0),
+         _edge_batch(rng, 104, "v1", inh, 4, "bernoulli_synapse", -10.0),
+         _edge_batch(rng, 105, "lgn", np.arange(N_CELLS, N_CELLS + N_VIRTUAL), 8, "static_synapse", 50.0)]
+    for f in ("source_gids", "target_gids", "delays"):  # batch 103 repeats one pair of batch 102
+        getattr(b[3], f)[7] = getattr(b[2], f)[11]
+    return b
+
+
+def _connections(nest):
+    conns = nest.GetConnections()
+    return {f: np.asarray(conns.get(f)) for f in ("source", "target", "weight", "delay", "synapse_model")}
+
+
+def _simulate(eng):
+    from sonatarun.engines.base import SpikeTrains
+
+    rng = np.random.default_rng(1)
+    eng.add_stimulus(SpikeTrains("lgn", np.arange(N_CELLS, N_CELLS + N_VIRTUAL),
+                                 [np.sort(rng.uniform(1.0, 99.0, 20)) for _ in range(N_VIRTUAL)]))
+    eng.prepare()
+    eng.advance(100.0)
+    gids, times = eng.drain_spikes()
+    order = np.lexsort((gids, times))
+    return gids[order], times[order]
+
+
+def _serial_build(batches):
+    """The engine's build before the pipeline, step by step: recurrent batches (edges of all,
+    then the cache order of all, then one nest.Connect each), the spike generators, the
+    virtual batch the same way, then the spike recorder."""
+    from sonatarun.engines.nest import build
+
+    eng = _engine()
+    stats = {"edges": 0, "edges_reordered": 0}
+
+    def connect(part):
+        edges = [build.connection_edges(b, eng.gid_map, 0.1) for b in part]
+        for b, e, o in zip(part, edges, cache_order(edges, 0.1)):
+            use = o if o is not None else e
+            eng.nest.Connect(use.sources, use.targets, "one_to_one",
+                             {**build.synapse_params(b), "weight": use.weights, "delay": use.delays})
+            stats["edges"] += len(b)
+            stats["edges_reordered"] += len(b) if o is not None else 0
+
+    connect(batches[:5])
+    eng._create_generators()
+    connect(batches[5:])
+    eng._connected = True
+    eng._connect_recorder()
+    return eng, stats
+
+
+def test_pipelined_build_gives_nest_what_the_serial_build_gave(monkeypatch):
+    """The engine prepares each batch on a worker thread while NEST connects the one before (in
+    slices): NEST ends up with the same connections in the same order as with the serial build
+    (GetConnections lists each source's connections in their creation order), the stats agree,
+    and the network fires the same spikes. The file order gives other lists: the comparison sees order."""
+    from sonatarun.engines.nest import build
+
+    monkeypatch.setattr(build, "CONNECT_SLICE", 1000)  # several slices per batch: the worker runs between them
+    batches = _network(np.random.default_rng(9))
+    eng = _engine()
+    eng.build_connections(batches)
+    got, got_stats = _connections(eng.nest), dict(eng.stats)
+    got_spikes = _simulate(eng)
+
+    ref_eng, ref_stats = _serial_build(batches)
+    want = _connections(ref_eng.nest)
+    want_spikes = _simulate(ref_eng)
+    for f in want:
+        assert np.array_equal(got[f], want[f]), f
+    assert {k: got_stats[k] for k in ref_stats} == ref_stats
+    n_edges = sum(len(b) for b in batches)
+    assert ref_stats["edges"] == n_edges and 0 < ref_stats["edges_reordered"] < n_edges
+    assert ref_stats["edges_reordered"] == sum(len(b) for b in (batches[0], batches[1], batches[5]))
+    assert len(got_spikes[0]) > 100
+    assert all(np.array_equal(x, y) for x, y in zip(got_spikes, want_spikes))
+
+    monkeypatch.setenv("SONATARUN_CONNECT_ORDER", "file")
+    eng = _engine()
+    eng.build_connections(batches)
+    assert eng.stats["edges_reordered"] == 0
+    assert not np.array_equal(_connections(eng.nest)["target"], want["target"])
+
+
+def test_an_error_of_a_later_batch_is_raised_unchanged_on_the_main_thread():
+    """A batch the worker prepares while NEST connects earlier ones (here an stdp batch with a
+    delay below dt, after two static batches) fails with the EngineError its preparation raises."""
+    from sonatarun.engines.nest import build
+    from sonatarun.errors import EngineError
+
+    rng = np.random.default_rng(10)
+    exc, inh = np.arange(0, 400), np.arange(400, N_CELLS)
+    batches = [_edge_batch(rng, 100, "v1", exc, 20, "static_synapse", 20.0),
+               _edge_batch(rng, 101, "v1", inh, 10, "static_synapse", -60.0),
+               _edge_batch(rng, 102, "v1", exc, 5, "stdp_synapse", 5.0, delay=0.05)]
+    eng = _engine()
+    with pytest.raises(EngineError) as direct:
+        build.connection_edges(batches[2], eng.gid_map, 0.1)
+    with pytest.raises(EngineError) as raised:
+        eng.build_connections(batches)
+    assert type(raised.value) is type(direct.value) and raised.value.render() == direct.value.render()
+    assert "shorter than dt" in str(raised.value)
+    # raised by the pipeline's worker: the batches before it were connected by then
+    assert eng.nest.GetKernelStatus("num_connections") == len(batches[0]) + len(batches[1])

@@ -16,7 +16,7 @@ import numpy as np
 
 from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, Engine, Probe, ProbeSpec,
                                     RunSettings, SpikeTrains)
-from sonatarun.engines.nest import build, kernel, locality, recorders
+from sonatarun.engines.nest import build, kernel, locality, pipeline, recorders
 from sonatarun.engines.nest.models import resolve_model
 from sonatarun.engines.nest.recorders import TAP_RECEPTOR, MultimeterProbe, SpikeRecorder, SpikeTap, can_tap
 from sonatarun.engines.nest.weight_recorder import WeightRecorderProbe, recorded_template
@@ -201,7 +201,8 @@ class NestEngine(Engine):
 
     def _connect(self, batches: list[ConnectionBatch], *, file_order: bool = False) -> None:
         """Connect now, in the order that NEST connects fastest where no spike can change
-        (locality.py), or keep a batch until the weight_recorder report that defines its synapse model."""
+        (locality.py), or keep a batch until the weight_recorder report that defines its synapse model.
+        Each batch's edges are prepared on a worker thread while NEST connects the one before (pipeline.py)."""
         ready = []
         for batch in batches:
             name = build.synapse_model_name(batch)
@@ -209,15 +210,14 @@ class NestEngine(Engine):
                 ready.append(batch)
             else:
                 self._pending.setdefault(name, []).append(batch)
-        dt = float(self.settings.dt)
-        edges = [build.connection_edges(b, self.gid_map, dt) for b in ready]
-        ordered = [None] * len(ready) if file_order else locality.cache_order(edges, dt)
-        for k, batch in enumerate(ready):
-            reordered = ordered[k] is not None
-            build.connect(self.nest, batch, ordered[k] if reordered else edges[k])
-            edges[k] = ordered[k] = None  # free each batch's copies as soon as NEST has them
-            self.stats["edges"] += len(batch)
-            self.stats["edges_reordered"] += len(batch) if reordered else 0
+        pipeline.connect_batches([pipeline.Part(ready, file_order)], self.gid_map, float(self.settings.dt),
+                                 self._connect_batch)
+
+    def _connect_batch(self, batch: ConnectionBatch, edges: locality.Edges, reordered: bool) -> None:
+        """One batch to NEST (main thread only), counted in the engine stats."""
+        build.connect(self.nest, batch, edges)
+        self.stats["edges"] += len(batch)
+        self.stats["edges_reordered"] += len(batch) if reordered else 0
 
     def add_stimulus(self, stimulus: Any) -> None:
         if not self._connected:
