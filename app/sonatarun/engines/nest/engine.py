@@ -191,27 +191,42 @@ class NestEngine(Engine):
         virtual_pops = {b.population for b in self._virtual}
         recurrent = [b for b in batches if b.source_population not in virtual_pops]
         from_virtual = [b for b in batches if b.source_population in virtual_pops]
-        self._connect(recurrent)
-        self._create_generators()
-        self._connect(from_virtual)
+        if any(b.target_population in virtual_pops for b in recurrent):
+            # edges onto virtual cells (an error: a spike generator takes no input): the sequence of
+            # before, so the error stays the same
+            self._connect(recurrent)
+            self._create_generators()
+            self._connect(from_virtual)
+        else:
+            # BMTK creates the generators after the recurrent connects; creating them first gives
+            # them the same node ids (connects create no node) and lets the virtual edges be
+            # prepared while the recurrent ones connect. Both sets are still ordered apart.
+            self._create_generators()
+            self._connect(recurrent, then=from_virtual)
         self._connected = True
         # Connecting every neuron to the spike recorder is a sizeable part of NEST's build
         # (seconds at 100k cells), so it happens here, with the rest of the model build.
         self._connect_recorder()
 
-    def _connect(self, batches: list[ConnectionBatch], *, file_order: bool = False) -> None:
+    def _connect(self, batches: list[ConnectionBatch], *, file_order: bool = False,
+                 then: list[ConnectionBatch] | None = None) -> None:
         """Connect now, in the order that NEST connects fastest where no spike can change
         (locality.py), or keep a batch until the weight_recorder report that defines its synapse model.
-        Each batch's edges are prepared on a worker thread while NEST connects the one before (pipeline.py)."""
-        ready = []
-        for batch in batches:
-            name = build.synapse_model_name(batch)
-            if name in self.nest.synapse_models:
-                ready.append(batch)
-            else:
-                self._pending.setdefault(name, []).append(batch)
-        pipeline.connect_batches([pipeline.Part(ready, file_order)], self.gid_map, float(self.settings.dt),
-                                 self._connect_batch)
+        Each batch's edges are prepared on a worker thread while NEST connects the one before
+        (pipeline.py); ``then``: batches connected next in the same pipeline, ordered apart."""
+        parts = []
+        for group in (batches, then):
+            if group is None:
+                continue
+            ready = []
+            for batch in group:
+                name = build.synapse_model_name(batch)
+                if name in self.nest.synapse_models:
+                    ready.append(batch)
+                else:
+                    self._pending.setdefault(name, []).append(batch)
+            parts.append(pipeline.Part(ready, file_order))
+        pipeline.connect_batches(parts, self.gid_map, float(self.settings.dt), self._connect_batch)
 
     def _connect_batch(self, batch: ConnectionBatch, edges: locality.Edges, reordered: bool) -> None:
         """One batch to NEST (main thread only), counted in the engine stats."""
