@@ -319,3 +319,31 @@ def test_an_error_of_a_later_batch_is_raised_unchanged_on_the_main_thread():
     assert "shorter than dt" in str(raised.value)
     # raised by the pipeline's worker: the batches before it were connected by then
     assert eng.nest.GetKernelStatus("num_connections") == len(batches[0]) + len(batches[1])
+
+
+def test_errors_before_the_first_connect_come_in_batch_order():
+    """The edges whose ranges the order needs are made before anything connects, on both
+    threads (batch 0 here, batch 1 on the worker): with both bad, batch 0's error is raised,
+    as the serial build raised it; with only batch 1 bad, its error; nothing is connected."""
+    from sonatarun.engines.nest import build
+    from sonatarun.errors import EngineError
+
+    def batches(bad0: bool, bad1: bool):
+        rng = np.random.default_rng(11)
+        b = [_edge_batch(rng, 100, "v1", np.arange(0, 400), 20, "static_synapse", 20.0),
+             _edge_batch(rng, 101, "v1", np.arange(400, N_CELLS), 20, "static_synapse", -60.0)]
+        if bad0:
+            b[0].delays[3] = np.nan
+        if bad1:
+            b[1].target_gids[5] = 10_000  # no such cell
+        return b
+
+    for bad0, bad1, want in ((True, True, "no delay"), (False, True, "has no NEST node")):
+        eng = _engine()
+        bs = batches(bad0, bad1)
+        with pytest.raises(EngineError) as direct:
+            build.connection_edges(bs[0] if bad0 else bs[1], eng.gid_map, 0.1)
+        with pytest.raises(EngineError, match=want) as raised:
+            eng.build_connections(bs)
+        assert raised.value.render() == direct.value.render()
+        assert eng.nest.GetKernelStatus("num_connections") == 0

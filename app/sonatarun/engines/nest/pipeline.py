@@ -16,16 +16,19 @@ is checked as one before the first of its batches connects). A batch's copies go
 as NEST has them, so at most the batch being connected and the next one are held besides
 the edges whose ranges the cache order must know up front. An error of the worker (an
 ``EngineError`` of ``connection_edges``) is raised on the main thread, unchanged; the edges
-of a part's first batches, up to the last whose ranges the order must know, are prepared
-before that part's first batch connects and in batch order, so the first bad batch among
-them is the one reported. A bad batch after those is reported once the batches before it
-are connected (the serial loop checked every batch before connecting any).
+of a part's first batches, up to the last whose ranges the order must know (in most
+networks every batch: one synapse model), are made before that part's first batch connects
+(for the first part on both threads) and the first bad batch among them is the one
+reported. A bad batch after those is reported once the batches before it are connected
+(the serial loop checked every batch before connecting any).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from sonatarun.engines.base import ConnectionBatch
 from sonatarun.engines.nest import build
@@ -62,8 +65,7 @@ def connect_batches(parts: list[Part], gid_map: build.GidMap, dt: float, connect
 
     def prepare(s: _Prepared, i: int, helper: ThreadPoolExecutor | None = None) -> tuple[Edges, bool]:
         if i == 0:  # the ranges the order must know before the part's first batch connects
-            for j in range(s.plan.shared[-1] + 1 if s.plan.shared else 0):
-                s.edges[j] = build.connection_edges(s.part.batches[j], gid_map, dt)
+            _edges_ahead(s, s.plan.shared[-1] + 1 if s.plan.shared else 0, gid_map, dt, helper)
             s.plan.judge(s.edges)
         if s.edges[i] is None:
             s.edges[i] = build.connection_edges(s.part.batches[i], gid_map, dt)
@@ -83,3 +85,30 @@ def connect_batches(parts: list[Part], gid_map: build.GidMap, dt: float, connect
             if upcoming is not None:
                 ready = upcoming.result()  # the worker's error, if any, is raised here, on this thread
                 upcoming = None
+
+
+def _edges_ahead(s: _Prepared, n: int, gid_map: build.GidMap, dt: float, helper: ThreadPoolExecutor | None) -> None:
+    """Edges of the part's first n batches; with an idle ``helper`` the later ones (about half
+    the edges) are made there. Each thread stops at its first bad batch, so every batch before
+    the earlier of the two is good: that one's error is raised, as the serial loop raised it."""
+    batches = s.part.batches[:n]
+
+    def make(ks: range) -> tuple[int, Exception] | None:
+        for k in ks:
+            try:
+                s.edges[k] = build.connection_edges(batches[k], gid_map, dt)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, in batch order
+                return k, exc
+        return None
+
+    cum = np.cumsum([len(b) for b in batches])
+    split = int(np.searchsorted(cum, cum[-1] / 2)) + 1 if n > 1 and helper is not None else n
+    if split >= n:
+        failed = [make(range(n))]
+    else:
+        later = helper.submit(make, range(split, n))  # type: ignore[union-attr]
+        first = make(range(split))
+        failed = [first, later.result()]
+    errors = sorted((f for f in failed if f is not None), key=lambda f: f[0])
+    if errors:
+        raise errors[0][1]
