@@ -24,6 +24,7 @@ reported. A bad batch after those is reported once the batches before it are con
 """
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,6 +86,21 @@ def connect_batches(parts: list[Part], gid_map: build.GidMap, dt: float, connect
             if upcoming is not None:
                 ready = upcoming.result()  # the worker's error, if any, is raised here, on this thread
                 upcoming = None
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give the worker's freed copies back to the system. glibc keeps memory freed on the worker
+    in that thread's malloc arena, where NEST's later allocations (main thread) cannot reuse it:
+    without this the 100k-cell benchmark peaked 113 MB higher than the serial build (the same
+    peak with MALLOC_ARENA_MAX=1). ``malloc_trim`` returns free pages of every arena; elsewhere
+    than glibc there is no such function and nothing to do."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
 
 
 def _edges_ahead(s: _Prepared, n: int, gid_map: build.GidMap, dt: float, helper: ThreadPoolExecutor | None) -> None:
