@@ -175,8 +175,10 @@ def tile_size(n_edges: int, src_span: int, tgt_span: int) -> int:
 def reorder(e: Edges, dt: float, helper: Executor | None = None) -> Edges | None:
     """The batch's edges in cache order, or None when a repeated (source, target) pair of
     near-equal delays makes the order matter (or nothing can be compiled). With an idle
-    ``helper`` thread the tiles are placed half there, half here: the same bytes in half the
-    time (real edges of the 100k-cell benchmark: 0.30-0.42 s instead of 0.60-0.84 s)."""
+    ``helper`` thread the tiles are placed half there, half here: the same bytes, somewhat
+    sooner, as both threads share the memory bandwidth (the 100k benchmark's 7.2M-edge batch,
+    4 fresh processes each: 0.26-0.58 s against 0.32-0.47 s alone; in the run 0.31-0.42 s
+    against 0.44-0.47 s)."""
     fns = load()
     n = len(e)
     if fns is None or n < 2:
