@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and next((a for a in sys.argv[1:] if not a.startswith("-")), None) == "run":
         from sonatarun.launch.hugepages import reexec_if_wanted
 
-        reexec_if_wanted()  # the command line's simulations get huge pages (launch/hugepages.py)
+        reexec_if_wanted()  # SONATARUN_HUGEPAGES=1: huge pages for long simulations (launch/hugepages.py)
     from sonatarun.errors import Interrupted, SonataRunError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,17 +1,21 @@
-"""Huge pages for a run's large allocations, through glibc's malloc.
+"""Huge pages for a run's large allocations, through glibc's malloc (opt-in).
 
 A network's connections live in the simulator's heap: NEST's connection vectors grow to
 GBs at 100k neurons and 10M edges. With the kernel's transparent huge pages in "madvise"
-mode (Debian's and Ubuntu's default) heap memory gets 4 KiB pages unless someone asks,
-so building those vectors costs one page fault per 4 KiB and every later pass over them
-TLB misses. glibc (>= 2.35) asks for the process when it starts with
-``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``; the tunable is read only at process start, so
-the ``sonatarun run`` command re-executes itself once with it set, before any import of
-consequence (~20 ms). Measured on the 100k-neuron benchmark: nest.Connect of the 10M
-edges ~20-30% faster, simulation a few percent faster (docs/nest.md).
+mode (Debian's and Ubuntu's default) heap memory gets 4 KiB pages unless someone asks, and
+every pass of the simulation over the connections then misses the TLB. glibc (>= 2.35)
+asks for the process when it starts with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``; the
+tunable is read only at process start, so with ``SONATARUN_HUGEPAGES=1`` the ``sonatarun
+run`` command re-executes itself once with it set, before any import of consequence.
+
+Measured on the point-neuron benchmark (1 thread, 2026-12-02, alternating runs): simulation
+6-12% faster (100k cells: 24.2-24.3 s against 25.4-26.3 s), build slower (100k: +0.3-0.4 s;
+10k: +0.1-0.15 s, a quarter of its build), because each 2 MiB page is zeroed, and compacted
+for when the kernel has none free, at the first touch. Hence off by default (build speed is
+what most runs feel) and worth turning on for long simulations.
 
 Nothing changes where it cannot help or the user chose: other systems, an older glibc,
-THP "always" (already huge) or "never", a tunable already set, ``SONATARUN_HUGEPAGES=0``.
+THP "always" (already huge) or "never", a tunable already set.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def _glibc_at_least(major: int, minor: int) -> bool:
 
 def wanted(environ: Mapping[str, str] = os.environ, thp_mode_file: str = _THP_MODE) -> bool:
     """True when a re-exec with the tunable would give the process huge pages it lacks."""
-    if not sys.platform.startswith("linux") or environ.get("SONATARUN_HUGEPAGES", "1") == "0":
+    if not sys.platform.startswith("linux") or environ.get("SONATARUN_HUGEPAGES", "0") != "1":
         return False
     if "glibc.malloc.hugetlb" in environ.get("GLIBC_TUNABLES", ""):
         return False
