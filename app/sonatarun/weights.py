@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from sonatarun.errors import ConfigError
+from sonatarun.util.values import is_missing
 
 if TYPE_CHECKING:  # the module is imported by every run; pandas only where a weight function runs
     import pandas as pd
@@ -110,10 +111,6 @@ def gaussian_ll(edges: pd.DataFrame, sources: pd.DataFrame, targets: pd.DataFram
     return edges["syn_weight"].to_numpy(float) * np.exp(-(delta / sigma) ** 2)
 
 
-def _is_blank(name: Any) -> bool:
-    return name is None or (isinstance(name, float) and np.isnan(name))
-
-
 def apply_weight_functions(config, circuit, names: np.ndarray | str, edges: Callable[[], pd.DataFrame],
                            type_row: dict[str, Any], epop: Any, weights: np.ndarray) -> np.ndarray:
     """Each edge's weight from its weight function. `names` is one name for every edge or one
@@ -125,16 +122,14 @@ def apply_weight_functions(config, circuit, names: np.ndarray | str, edges: Call
         if user:
             load_module(Path(user))
     out = np.array(weights, dtype=float)
-    if isinstance(names, str) or _is_blank(names):
+    if isinstance(names, str) or is_missing(names):
         present = [names]
     else:
         present = list(dict.fromkeys(np.asarray(names, dtype=object).tolist()))
-    needed = [n for n in present if not _is_blank(n) and not getattr(get(str(n)), "keeps_syn_weight", False)]
+    needed = [n for n in present if not is_missing(n) and not getattr(get(str(n)), "keeps_syn_weight", False)]
     if not needed:
         return out
-    import pandas as pd  # DataFrames are the weight functions' arguments (BMTK's interface)
-
-    props = edges()
+    props = edges()  # DataFrames are the weight functions' arguments (BMTK's interface)
     for col, val in type_row.items():
         if col not in props.columns:
             props[col] = np.nan if val is None else val

@@ -240,7 +240,3 @@ class EdgePopulation:
                     if "dynamics_params" in grp:
                         out[int(key)].add("dynamics_params")
         return out
-
-    @cached_property
-    def type_columns(self) -> list[str]:
-        return [c for c in self.types.names if c != "edge_type_id"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from sonatarun.circuit.ids import small_unique
 from sonatarun.errors import CircuitError
+from sonatarun.util.values import as_scalar
 
 _MISSING = frozenset({"NONE", "NULL", "None", "null", "NaN", ""})
 _TRUE, _FALSE = frozenset({"True", "TRUE", "true"}), frozenset({"False", "FALSE", "false"})
@@ -48,7 +49,7 @@ class TypesTable:
     def row(self, type_id: int) -> dict[str, Any]:
         """Every column's value for one type (None where missing), as Python scalars."""
         k = self._rows[int(type_id)]
-        return {c: _scalar(v[k]) for c, v in self.columns.items()}
+        return {c: as_scalar(v[k]) for c, v in self.columns.items()}
 
     def take(self, type_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Each column's values for an array of type ids (all present), without a Python loop."""
@@ -59,16 +60,6 @@ class TypesTable:
     def missing(self, type_ids: np.ndarray) -> list[int]:
         """Type ids of `type_ids` the table does not define, sorted."""
         return [t for t in small_unique(np.asarray(type_ids)).tolist() if t not in self._rows]
-
-
-def _scalar(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and v != v:
-        return None
-    return v
 
 
 def _typed(values: list[str]) -> np.ndarray:

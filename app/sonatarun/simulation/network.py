@@ -11,6 +11,7 @@ from sonatarun.circuit import Circuit
 from sonatarun.config import SimulationConfig
 from sonatarun.engines.base import CellBatch, ConnectionBatch
 from sonatarun.errors import CircuitError, ConfigError
+from sonatarun.util.values import as_scalar, is_missing
 
 # BMTK: which components dir holds a node's dynamics_params, by model_type
 _PARAM_DIRS = {
@@ -22,10 +23,6 @@ _PARAM_DIRS = {
 _SECTION_COLUMNS = ("afferent_section_id", "sec_id")
 
 
-def _is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
-
-
 class ParamFiles:
     """dynamics_params JSON files, each read once per run."""
 
@@ -34,7 +31,7 @@ class ParamFiles:
         self._cache: dict[Path, dict[str, Any]] = {}
 
     def load(self, value: Any, component: str, *, where: str) -> dict[str, Any]:
-        if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        if is_missing(value) or value == "":
             return {}
         if isinstance(value, dict):
             return value
@@ -89,13 +86,6 @@ def _node_groups(pop, cols: dict[str, np.ndarray], keys: list[str], rows: np.nda
     return np.split(order, np.cumsum(np.bincount(grp, minlength=len(first)))[:-1])
 
 
-def _value(v: Any) -> Any:
-    """A table entry as a Python scalar, None where missing."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    return None if _is_null(v) else v
-
-
 def cell_batches(config: SimulationConfig, circuit: Circuit, owned, params: ParamFiles) -> list[CellBatch]:
     batches: list[CellBatch] = []
     for name, pop in circuit.nodes.items():
@@ -110,7 +100,7 @@ def cell_batches(config: SimulationConfig, circuit: Circuit, owned, params: Para
                                                            "model_processing") if c in cols]
         for part in _node_groups(pop, cols, keys, rows):
             sel = rows[part]
-            first = {c: _value(cols[c][sel[0]]) for c in keys}
+            first = {c: as_scalar(cols[c][sel[0]]) for c in keys}
             model_type = str(first["model_type"])
             template = first.get("model_template")
             template = None if template is None else str(template)
@@ -134,8 +124,8 @@ def _column(group: dict[str, np.ndarray], type_row: dict[str, Any], key: str, n:
     h5 = group.get(key)
     csv = type_row.get(key)
     if h5 is None:
-        return None if _is_null(csv) else np.full(n, csv)
-    if not _is_null(csv) and h5.dtype.kind == "f":
+        return None if is_missing(csv) else np.full(n, csv)
+    if not is_missing(csv) and h5.dtype.kind == "f":
         h5 = np.where(np.isnan(h5), csv, h5)
     return h5
 
@@ -239,7 +229,7 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
     where = f"edge population {epop.name}, edge type {type_id}"
     weights = _column(group, row, "syn_weight", n)
     wfn = group.get("weight_function", row.get("weight_function"))
-    wfn = None if _is_null(wfn) else wfn
+    wfn = None if is_missing(wfn) else wfn
     if weights is None and wfn is None:
         raise CircuitError(f"{where} has no syn_weight", file=epop.types_path, key="syn_weight",
                            fix="add syn_weight to the edge types CSV or the edges file")
@@ -248,7 +238,7 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
         raise CircuitError(f"{where} has no delay", file=epop.types_path, key="delay",
                            fix="add delay (ms) to the edge types CSV or the edges file")
     nsyns = _column(group, row, "nsyns", n)
-    type_attrs = {k: (None if _is_null(v) else v) for k, v in row.items()}
+    type_attrs = {k: (None if is_missing(v) else v) for k, v in row.items()}
     template = _first(group, row, "model_template") if n else None
     w = np.zeros(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if wfn is not None and weight_fn is not None:
@@ -259,7 +249,7 @@ def _batch(epop, type_id: int, group: dict[str, np.ndarray], part: np.ndarray | 
                                  "edge_type_id": pick(edges.edge_type).astype(np.int64), **group})
 
         w = weight_fn(wfn, frame, row, epop, w)
-    group_cols = set(group) | {c for c, v in row.items() if not _is_null(v)}
+    group_cols = set(group) | {c for c, v in row.items() if not is_missing(v)}
     return ConnectionBatch(
         edge_population=epop.name, source_population=epop.source_population,
         target_population=epop.target_population, edge_type_id=type_id,
@@ -291,8 +281,8 @@ def _first(group: dict[str, np.ndarray], type_row: dict[str, Any], key: str) -> 
     h5 = group.get(key)
     csv = type_row.get(key)
     if h5 is None:
-        return None if _is_null(csv) else csv
+        return None if is_missing(csv) else csv
     first = h5[0]
-    if not _is_null(csv) and h5.dtype.kind == "f" and np.isnan(first):
+    if not is_missing(csv) and h5.dtype.kind == "f" and np.isnan(first):
         return csv
     return first

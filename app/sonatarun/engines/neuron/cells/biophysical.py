@@ -24,6 +24,7 @@ from sonatarun.engines.neuron.morphology import MorphologyCache, resolve_morphol
 from sonatarun.engines.neuron.synapses import (SegmentTable, TargetRule, choose, preselected,
                                                synapse_factory)
 from sonatarun.errors import CircuitError, ConfigError, EngineError
+from sonatarun.util.values import is_missing
 
 
 class BioCell(NrnCell):
@@ -336,10 +337,6 @@ class BiophysicalBuilder(CellBuilder):
             cell.cell.append(sec, section_type(sec.name()))
 
 
-def _missing(v: object) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
 def check_batch(batch: CellBatch, components: dict[str, Path]) -> list[str]:
     """What ``build`` would reject, found without building (for the engine's check_plan):
     unknown directives or templates, missing morphology files, mechanisms not loaded."""
@@ -359,7 +356,7 @@ def check_batch(batch: CellBatch, components: dict[str, Path]) -> list[str]:
         if "morphology" not in batch.attributes:
             problems.append(f"{where}: no morphology column (set it in the node types or nodes file)")
         else:
-            for m in sorted({str(v) for v in batch.attributes["morphology"].tolist() if not _missing(v)}):
+            for m in sorted({str(v) for v in batch.attributes["morphology"].tolist() if not is_missing(v)}):
                 path = resolve_morphology(m, batch.morphology_dir)
                 if not path.exists():
                     problems.append(f"{where}: morphology {path} not found (check components.morphologies_dir)")
