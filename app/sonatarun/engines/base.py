@@ -188,6 +188,9 @@ class Engine(ABC):
     name: ClassVar[str]
     # False: the engine cannot save its state; the simulation layer then resumes by replay
     supports_checkpoints: ClassVar[bool] = True
+    # True: the simulator places cells on ranks itself (NEST's round-robin over virtual
+    # processes), so every rank is given the whole network and the engine keeps its share
+    places_cells: ClassVar[bool] = False
 
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         self.settings = settings

@@ -19,10 +19,14 @@ class BuildContext:
     rank: int
     size: int
     output_dir: Path | None = None  # where the run writes (reports that write their own files need it)
+    whole: bool = False  # every rank plans every cell: the engine places them on ranks itself (NEST)
 
     def owned(self, gids: np.ndarray) -> np.ndarray:
         """Mask of the gids this rank hosts (round-robin by gid, as BMTK and neurodamus do)."""
-        return (np.asarray(gids, dtype=np.int64) % self.size) == self.rank
+        gids = np.asarray(gids, dtype=np.int64)
+        if self.whole or self.size == 1:
+            return np.ones(gids.shape, dtype=bool)
+        return (gids % self.size) == self.rank
 
     def node_set(self, spec: Any, *, key: str) -> dict[str, np.ndarray]:
         if spec is None:

@@ -59,10 +59,11 @@ class Simulation:
         self.comm = comm or world()
         self.circuit = Circuit.open(config.nodes, config.edges)
         self.engine_name = choose_engine(config, self.circuit)
-        engines.get(self.engine_name)  # unknown simulator fails here, before any work
+        engine_cls = engines.get(self.engine_name)  # unknown simulator fails here, before any work
         self.output_dir = Path(self.options.output_dir).absolute() if self.options.output_dir else \
             config.output.output_dir.absolute()
-        self.ctx = BuildContext(config, self.circuit, self.comm.rank, self.comm.size, self.output_dir)
+        self.ctx = BuildContext(config, self.circuit, self.comm.rank, self.comm.size, self.output_dir,
+                                whole=engine_cls.places_cells)
         self._plan: dict[str, Any] | None = None
 
     @classmethod
@@ -196,8 +197,9 @@ class Simulation:
             engine.add_stimulus(stim)
         probes = [(rcfg, spec, engine.add_probe(spec)) for rcfg, spec in plan["probes"]]
         phases["build"] = time.perf_counter() - t0
-        log.info("built %d local cells and %d local connections in %.2f s", sum(len(b) for b in plan["cells"]),
-                 sum(len(b) for b in plan["connections"]), phases["build"])
+        where = f"placed by {self.engine_name} on {comm.size} ranks" if self.ctx.whole and comm.size > 1 else "local"
+        log.info("built %d cells and %d connections (%s) in %.2f s", sum(len(b) for b in plan["cells"]),
+                 sum(len(b) for b in plan["connections"]), where, phases["build"])
 
         from sonatarun.io.spike_writer import SpikeWriter
 

@@ -40,14 +40,19 @@ class NestEngine(Engine):
     # not schedule automatic checkpoints (batch schedulers) for this engine, and should refuse
     # --checkpoint-interval / --resume before the run starts.
     supports_checkpoints: ClassVar[bool] = False
+    # With an MPI build of NEST, every rank creates every node and passes every edge; NEST
+    # keeps each rank's share (its round-robin over virtual processes) and records it there.
+    places_cells: ClassVar[bool] = True
 
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         super().__init__(settings, comm, log)
-        kernel.check_single_process(comm)
+        kernel.check_ranks(comm)
         self.nest = kernel.import_nest(quiet=settings.quiet)
         self.options = engine_options(settings)
         kernel.configure(self.nest, settings, self.options)
         self.gid_map = build.GidMap()
+        # virtual processes: NEST's results are the same for the same count, however many ranks
+        self.vps = max(1, int(settings.threads or 1)) * comm.size
         self._neurons: list = []                       # NodeCollections of non-virtual cells, creation order
         self._virtual: list[CellBatch] = []
         self._generators: set[int] = set()             # nest ids of the spike generators
@@ -71,7 +76,7 @@ class NestEngine(Engine):
         from sonatarun.mpi import world
 
         try:
-            kernel.check_single_process(world())
+            kernel.check_ranks(world())
         except EngineError as exc:
             return [exc.render()]  # and do not import NEST: without MPI it exits under mpiexec -n >1
         nest = kernel.import_nest(quiet=True)
@@ -120,7 +125,7 @@ class NestEngine(Engine):
     def build_cells(self, batches: list[CellBatch]) -> None:
         n_nodes = sum(len(b) for b in batches)
         untappable = any(resolve_model(b).name not in TAP_RECEPTOR for b in batches if not build.is_virtual(b))
-        if self._recorder is None and untappable and int(self.settings.threads or 1) == 1 and \
+        if self._recorder is None and untappable and self.vps == 1 and \
                 n_nodes >= recorders.HPC_MAX_LOCAL_INDEX:
             # Large single-thread network with cells the spike tap cannot serve: the recorder
             # goes first so the cheap synapse can address it (see recorders.py); one thread
@@ -137,9 +142,14 @@ class NestEngine(Engine):
             nodes = build.create_cells(self.nest, batch, self.log)
             ids = build.node_ids_of(nodes)
             self.gid_map.add(batch.gids, ids)
+            if self.comm.size > 1:
+                here = np.zeros(len(ids), dtype=bool)
+                here[build.local_positions(self.nest, nodes, ids)] = True
+                self.gid_map.set_remote(ids[~here])
             self._neurons.append(nodes)
             self._models.append(resolve_model(batch).name)
-            self._recordables.append((int(ids[0]), int(ids[-1]), set(nodes[0].get("recordables"))))
+            recordables = self.nest.GetDefaults(self._models[-1], "recordables")
+            self._recordables.append((int(ids[0]), int(ids[-1]), set(recordables)))
             self.stats["cells"] += len(batch)
 
     def _connect_recorder(self) -> None:
@@ -152,27 +162,34 @@ class NestEngine(Engine):
             return
         self._recorder_connected = True
         tap_nodes, tap_receptors, rec_nodes = [], [], []
-        has_edges = int(self.nest.GetKernelStatus("num_connections")) > 0
+        # NEST counts (and bounds the delays of) each rank's own connections: decide on all ranks' together
+        has_edges = not self._agree(int(self.nest.GetKernelStatus("num_connections")) == 0)
         for nodes, model in zip(self._neurons, self._models):
-            if has_edges and can_tap(self.nest, model, nodes):
+            if has_edges and self._agree(can_tap(self.nest, model, nodes)):
                 tap_nodes.append(nodes)
                 tap_receptors.append(TAP_RECEPTOR[model])
             else:
                 rec_nodes.append(nodes)
         if tap_nodes:
             tap = SpikeTap(self.nest, self.gid_map)
-            tap.connect(tap_nodes, tap_receptors)
+            delay = float(self.nest.GetKernelStatus("min_delay"))
+            if self.comm.size > 1:
+                delay = -self.comm.allreduce_max(-delay)
+            tap.connect(tap_nodes, tap_receptors, delay)
             self._spike_sources.append(tap)
         if rec_nodes:
             if self._recorder is None:
-                threads = max(1, int(self.settings.threads or 1))
                 neurons = self.stats["cells"]
                 devices = int(self.nest.GetKernelStatus("network_size")) - neurons
-                local_index = -(-neurons // threads) + devices + 1
+                local_index = -(-neurons // self.vps) + devices + 1
                 self._recorder = SpikeRecorder(self.nest, self.gid_map, local_index=local_index)
             self._recorder.connect(rec_nodes)
             self._spike_sources.append(self._recorder)
         self.log.debug("spikes recorded by %s", ", ".join(type(s).__name__ for s in self._spike_sources) or "nothing")
+
+    def _agree(self, ok: bool) -> bool:
+        """True only if every rank says so: what each rank creates must be the same everywhere."""
+        return ok if self.comm.size == 1 else not self.comm.allreduce_max(int(not ok))
 
     def _create_generators(self) -> None:
         """Spike generators for virtual cells, after the recurrent edges (BMTK's order)."""
@@ -231,8 +248,8 @@ class NestEngine(Engine):
     def _connect_batch(self, batch: ConnectionBatch, edges: locality.Edges, reordered: bool) -> None:
         """One batch to NEST (main thread only), counted in the engine stats."""
         build.connect(self.nest, batch, edges)
-        self.stats["edges"] += len(batch)
-        self.stats["edges_reordered"] += len(batch) if reordered else 0
+        self.stats["edges"] += len(edges)  # on this rank (several ranks: the edges onto its neurons)
+        self.stats["edges_reordered"] += len(edges) if reordered else 0
 
     def add_stimulus(self, stimulus: Any) -> None:
         if not self._connected:
@@ -252,6 +269,10 @@ class NestEngine(Engine):
 
     def add_probe(self, spec: ProbeSpec) -> Probe:
         if spec.kind == "weight_recorder":
+            if self.comm.size > 1:
+                raise EngineError(f"report '{spec.name}': a weight_recorder report follows NEST's connection order, "
+                                  f"which is per rank; it is written by one process only",
+                                  key=f"reports.{spec.name}", fix="run it in one process (`--threads N`)")
             probe = WeightRecorderProbe(self.nest, spec, self.gid_map, tstop=float(self.settings.tstop))
             # rows of a weight_recorder follow NEST's connection order: keep the file's
             self._connect(self._pending.pop(probe.template, []), file_order=True)

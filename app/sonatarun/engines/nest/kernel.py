@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from sonatarun.engines.base import RunSettings
@@ -46,20 +47,41 @@ def import_nest(quiet: bool = True):
     return nest
 
 
-def check_single_process(comm: Comm) -> None:
-    """The NEST engine keeps the whole network in one process: refuse several ranks clearly.
+def nest_has_mpi() -> bool:
+    """True when the installed NEST links an MPI library, read from its files without importing it.
 
-    This runs before NEST is imported, because a NEST built without MPI (the PyPI
-    wheel) kills the process at import when it sees an MPI launcher with several ranks
-    ("[FATAL] ... NEST was not compiled with MPI support", exit 127). And several ranks
-    each building the whole network would simulate it N times and write N copies.
+    Importing is what cannot be tried: a NEST built without MPI (the PyPI wheel) kills the
+    process at import when it sees an MPI launcher with several ranks ("[FATAL] ... NEST was
+    not compiled with MPI support", exit 127).
     """
-    if comm.size <= 1:
+    import importlib.util
+
+    from sonatarun.util.elf import needed_libraries
+
+    spec = importlib.util.find_spec("nest")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for folder in spec.submodule_search_locations:
+        for lib in Path(folder).glob("*.so"):
+            if any(n.startswith(("libmpi", "libmpich")) for n in needed_libraries(lib)):
+                return True
+    return False
+
+
+def check_ranks(comm: Comm) -> None:
+    """Several ranks need a NEST built with MPI: refuse them clearly otherwise, before NEST is imported.
+
+    With an MPI build NEST places the neurons on the ranks itself and every rank connects
+    only the edges onto its own; without one, several ranks would each build and simulate
+    the whole network and write N copies (and the import itself ends the process).
+    """
+    if comm.size <= 1 or nest_has_mpi():
         return
-    raise EngineError(f"the NEST engine runs a network in one process, but it was started on {comm.size} "
-                      "MPI ranks (the nest-simulator wheel has no MPI support)", key="target_simulator",
-                      fix="run one process and use threads instead: `sonatarun run --threads N config.json` "
-                          "(on Slurm: one task with N cpus)")
+    raise EngineError(f"the NEST engine was started on {comm.size} MPI ranks, but the installed NEST has no MPI "
+                      "support (the nest-simulator wheel has none)", key="target_simulator",
+                      fix="run one process with threads: `sonatarun run --threads N config.json` (on Slurm: one "
+                          "task with N cpus), or use a NEST built with MPI (the container image built with "
+                          "NEST_FROM_SOURCE=1, or containers/build-nest.sh)")
 
 
 def configure(nest, settings: RunSettings, options: dict[str, Any]) -> None:

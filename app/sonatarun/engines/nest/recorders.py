@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from sonatarun.engines.base import Probe, ProbeSpec
-from sonatarun.engines.nest.build import GidMap, node_ids_of
+from sonatarun.engines.nest.build import GidMap, local_positions, node_ids_of
 from sonatarun.errors import EngineError
 
 # NEST's time base: 1000 tics per ms. Every grid time is a whole number of tics, so
@@ -83,7 +83,10 @@ def can_tap(nest, model: str, nodes) -> bool:
     if model not in TAP_RECEPTOR:
         return False
     if TAP_RECEPTOR[model] > 0:  # receptor ports 1..len(tau_syn)
-        return len(np.atleast_1d(nodes[0].get("tau_syn"))) >= TAP_RECEPTOR[model]
+        local = local_positions(nest, nodes, node_ids_of(nodes))
+        if not len(local):
+            return True  # nothing of it here: the ranks that hold its nodes decide
+        return len(np.atleast_1d(nodes[int(local[0])].get("tau_syn"))) >= TAP_RECEPTOR[model]
     return True
 
 
@@ -114,8 +117,8 @@ class SpikeTap:
         self.device = nest.Create("weight_recorder", params={"record_to": "memory"})
         nest.CopyModel("static_synapse", TAP_SYNAPSE, {"weight_recorder": self.device})  # gone at ResetKernel
 
-    def connect(self, nodes: list, receptors: list[int]) -> None:
-        delay = float(self._nest.GetKernelStatus("min_delay"))
+    def connect(self, nodes: list, receptors: list[int], delay: float) -> None:
+        """``delay``: the network's min_delay so far (over every rank's connections)."""
         for collection, receptor in zip(nodes, receptors):
             ids = node_ids_of(collection)
             spec: dict[str, Any] = {"synapse_model": TAP_SYNAPSE, "weight": np.zeros(len(ids)),
@@ -151,7 +154,14 @@ class MultimeterProbe(Probe):
         if not known.all():
             raise EngineError(f"gid {int(gids[~known][0])} is a virtual cell and has no state to record",
                               key=f"reports.{spec.name}.cells", fix="report on non-virtual populations only")
-        self.node_ids = np.asarray(spec.node_ids, dtype=np.int64)
+        unique_sorted = np.unique(nest_ids)
+        # with several ranks each records the cells NEST placed on it: its columns of the report
+        local_ids = unique_sorted
+        if nest.NumProcesses() > 1 and len(unique_sorted):
+            local_ids = unique_sorted[local_positions(nest, nest.NodeCollection(unique_sorted.tolist()), unique_sorted)]
+        here = np.isin(nest_ids, local_ids)
+        nest_ids = nest_ids[here]
+        self.node_ids = np.asarray(spec.node_ids, dtype=np.int64)[here]
         n = len(self.node_ids)
         self.counts = np.ones(n, dtype=np.int64)
         self.element_ids = np.zeros(n, dtype=np.int64)
@@ -174,20 +184,22 @@ class MultimeterProbe(Probe):
         params: dict[str, Any] = {"record_from": self.variables, "interval": self.dt, "record_to": "memory",
                                   "start": mm_start, "stop": max(mm_start, stop - self.dt)}
         self.device = nest.Create("multimeter", params=params)
-        unique_sorted = sorted(set(nest_ids.tolist()))
-        self._targets = nest.NodeCollection(unique_sorted)
-        nest.Connect(self.device, self._targets)
-        lookup = {nid: i for i, nid in enumerate(unique_sorted)}
-        # column j of the output is cell j of the spec (its unique-sorted slot)
-        self._columns = np.array([lookup[int(x)] for x in nest_ids], dtype=np.int64)
-        self._n_unique = len(unique_sorted)
-        self._id_base = np.array(unique_sorted, dtype=np.int64)
+        if len(unique_sorted):  # the same call on every rank; NEST connects each rank's own
+            nest.Connect(self.device, nest.NodeCollection(unique_sorted.tolist()))
+        self._targets = nest.NodeCollection(local_ids.tolist()) if len(local_ids) else None
+        # column j of the output is cell j of the spec here (its slot among the sorted local ids)
+        self._columns = np.searchsorted(local_ids, nest_ids).astype(np.int64)
+        self._n_unique = len(local_ids)
+        self._id_base = np.asarray(local_ids, dtype=np.int64)
         self._initial: dict[str, np.ndarray] | None = None
         self.rows_out = 0
 
     def capture_initial(self) -> None:
         """Read the state at t = 0 (before the first Run) for the first row."""
         if self._needs_initial and self._initial is None:
+            if self._targets is None:
+                self._initial = {v: np.zeros((1, 0), dtype=np.float32) for v in self.variables}
+                return
             self._initial = {v: np.asarray(self._targets.get(v), dtype=np.float32).reshape(1, -1)[:, self._columns]
                              for v in self.variables}
 
