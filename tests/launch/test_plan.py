@@ -45,18 +45,24 @@ def test_neuron_one_rank_per_core_under_slurm(node, monkeypatch):
     assert f.command[:5] == ["flux", "run", "--ntasks=8", "--nodes=2", "--cores-per-task=1"]
 
 
-def test_nest_is_one_rank_of_threads_with_or_without_mpi(node):
+def test_nest_is_one_rank_of_threads_per_node_and_ranks_need_mpi(node):
     none = Allocation("none")
     p = make_plan(NEST, topology=node, allocation=none, nest_mpi=True)
-    assert (p.ranks, p.threads_per_rank, p.launcher) == (1, 16, "none")  # the engine runs in one process
+    assert (p.ranks, p.threads_per_rank, p.launcher) == (1, 16, "none")  # one node: threads only
     assert p.command[-2:] == ["--threads", "16"] and p.env["OMP_NUM_THREADS"] == "16"
-    assert any("one process" in r for r in p.reasons)
-    with pytest.raises(InputError, match="one process"):
-        make_plan(NEST, topology=node, allocation=none, nest_mpi=True, np=2)
+    assert any("one rank per node" in r for r in p.reasons)
+    two = make_plan(NEST, topology=node, allocation=none, nest_mpi=True, np=2, threads=8)
+    assert (two.ranks, two.threads_per_rank, two.launcher) == (2, 8, "mpiexec")
+    assert two.command[-2:] == ["--threads", "8"]
+    slurm = Allocation("slurm", "7", ("n1", "n2"), (1, 1), cpus_per_task=16)
+    s = make_plan(NEST, topology=node, allocation=slurm, nest_mpi=True)
+    assert (s.nodes, s.ranks, s.threads_per_rank, s.launcher) == (2, 2, 16, "srun")
     w = make_plan(NEST, topology=node, allocation=none, nest_mpi=False)
     assert (w.ranks, w.threads_per_rank, w.launcher) == (1, 16, "none")
     with pytest.raises(InputError, match="without MPI"):
         make_plan(NEST, topology=node, allocation=none, nest_mpi=False, np=2)
+    ws = make_plan(NEST, topology=node, allocation=slurm, nest_mpi=False)
+    assert (ws.nodes, ws.ranks, ws.threads_per_rank) == (1, 1, 16)
 
 
 def test_containers(node):

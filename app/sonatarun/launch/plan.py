@@ -3,9 +3,10 @@
 The rules, and why:
 - NEURON parallelises by ranks (one cell set per rank, spike exchange by MPI): one rank
   per physical core; hardware threads share a core's FPU and add nothing.
-- NEST runs as one rank using every core as a thread: sonatarun's NEST engine builds the
-  whole network in one process (the PyPI wheel has no MPI, and distributing a network over
-  an MPI build's ranks is not implemented), so ranks beyond one are refused.
+- NEST runs one rank per node using every core of it as a thread: threads share the node's
+  memory, while every rank reads the whole circuit. Without MPI (the PyPI wheel) that is one
+  rank in all, and ranks beyond one are refused; a NEST built with MPI spreads the network
+  over the nodes of an allocation (one rank each) or over ``--np`` ranks.
 - Inside an allocation the scheduler's slot counts win over our own core count: it
   knows the other nodes; we only see this one.
 - ``srun`` inside Slurm (it binds, accounts and forwards signals), ``flux run`` inside Flux,
@@ -200,12 +201,14 @@ def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, t
         reasons.append(f"NEURON: one rank per physical core ({rpn} per node), no hardware threads")
     else:
         rpn, tpr = 1, cores_node
-        why = "NEST has MPI, but sonatarun's NEST engine runs in one process" if nest_mpi else \
-            "NEST without MPI (the PyPI wheel)"
-        reasons.append(f"{why}: one rank with {tpr} thread(s)")
-        if nodes > 1:
-            reasons.append(f"NEST runs on one node here: using the first of {nodes}")
-            nodes = 1
+        if nest_mpi:
+            reasons.append(f"NEST with MPI: one rank per node with {tpr} thread(s) (threads share a node's "
+                           "memory; every rank reads the whole circuit)")
+        else:
+            reasons.append(f"NEST without MPI (the PyPI wheel): one rank with {tpr} thread(s)")
+            if nodes > 1:
+                reasons.append(f"NEST without MPI runs on one node: using the first of {nodes}")
+                nodes = 1
     if threads is not None:
         if threads < 1:
             raise InputError("--threads must be at least 1", key="--threads")
@@ -218,9 +221,9 @@ def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, t
     if np is not None:
         if np < 1:
             raise InputError("--np must be at least 1", key="--np")
-        if engine == "NEST" and np > 1:
-            reason = "NEST here was built without MPI" if not nest_mpi else "sonatarun's NEST engine runs in one process"
-            raise InputError(f"{reason}, so it cannot run {np} ranks", key="--np", fix="use --threads for NEST")
+        if engine == "NEST" and np > 1 and not nest_mpi:
+            raise InputError(f"NEST here was built without MPI, so it cannot run {np} ranks", key="--np",
+                             fix="use --threads for NEST, or a NEST built with MPI (containers/build-nest.sh)")
         nodes = min(nodes, np)
         rpn = -(-np // nodes)
         reasons.append(f"--np {np} asked: {rpn} rank(s) per node on {nodes} node(s)")
