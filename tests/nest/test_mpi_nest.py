@@ -87,3 +87,30 @@ def test_two_ranks_give_the_spikes_and_reports_of_two_threads(tmp_copy):
         assert list(ids) == list(ids_r), key
         assert data.shape == data_r.shape and data.shape[0] > 1000, key
         np.testing.assert_array_equal(data, data_r, err_msg=key)
+
+
+def test_two_ranks_resume_by_replay_exactly(tmp_copy):
+    """A checkpointed 2-rank NEST run whose files got a killed run's leftovers after the checkpoint
+    resumes (replaying to the checkpoint on both ranks) to outputs equal to an uninterrupted run."""
+    import json
+
+    from tests.checkpoint.test_resume_reports import datasets
+
+    py, launcher, env = _mpi_nest_env()
+    ex = tmp_copy("point_nest")
+    cfg_path = ex / "config.simulation.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["run"]["nsteps_block"] = 1000  # 100 ms blocks
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    run = [launcher, "-n", "2", str(py), "-m", "sonatarun.cli.main", "run", str(cfg_path), "--threads", "1"]
+    _run([*run, "--output-dir", str(ex / "ref")], env, ex)
+    _run([*run, "--output-dir", str(ex / "ck"), "--checkpoint-interval", "200"], env, ex)
+    with h5py.File(ex / "ck" / "spikes.h5", "a") as f:  # what a kill after the checkpoint leaves behind
+        f["spikes/cortex/timestamps"][-5:] = -1.0
+    out = _run([*run, "--output-dir", str(ex / "ck"), "--resume"], env, ex)
+    assert "replaying 0..400 ms" in out.stdout and "written by 2 rank(s), now 2" in out.stdout
+    for name in ["spikes.h5", "membrane_potential.h5"]:
+        ref, got = datasets(ex / "ref" / name), datasets(ex / "ck" / name)
+        assert ref.keys() == got.keys() and len(ref), name
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{name}:{key}")
