@@ -30,6 +30,11 @@ thread count. BMTK is skipped for every size above the first one it does not fin
 shortest build is reported (the same rule for both tools). Both runs must produce the same
 spikes (checked and printed).
 
+With --ranks N sonatarun runs on N MPI ranks (mpiexec.mpich and the --mpi-venv interpreter, which
+holds a NEST built with MPI: .ci/setup-nest-mpi.sh) with --threads each, and BMTK with N x
+--threads threads: the same number of NEST virtual processes, hence the same spikes. Its peak
+RSS is then the sum of the ranks' peaks (from its run record).
+
     python benchmarks/bench_pointnet.py --sizes 1k,10k,100k
 """
 from __future__ import annotations
@@ -168,9 +173,20 @@ def run_bmtk(size: str, config: Path, out: Path, timeout: float, threads: int) -
     return res
 
 
-def run_sonatarun(size: str, config: Path, out: Path, timeout: float, threads: int) -> Result:
+def mpi_command(ranks: int, mpi_venv: Path) -> list[str]:
+    """``mpiexec.mpich -n N <venv python>`` for sonatarun on several ranks: the venv holds a NEST
+    built with MPI (.ci/setup-nest-mpi.sh), the pip wheel has none."""
+    py, launcher = mpi_venv / "bin" / "python", shutil.which("mpiexec.mpich")
+    if not py.exists() or launcher is None:
+        raise SystemExit(f"--ranks {ranks} needs {py} with an MPI NEST and mpiexec.mpich (.ci/setup-nest-mpi.sh)")
+    return [launcher, "-n", str(ranks), str(py)]
+
+
+def run_sonatarun(size: str, config: Path, out: Path, timeout: float, threads: int, ranks: int = 1,
+                  mpi_venv: Path | None = None) -> Result:
     started = time.time()
-    code, wall, rss, err = _timed([sys.executable, "-m", "sonatarun.cli.main", "run", str(config), "--output-dir",
+    python = mpi_command(ranks, mpi_venv or ROOT / ".venv-mpi") if ranks > 1 else [sys.executable]
+    code, wall, rss, err = _timed([*python, "-m", "sonatarun.cli.main", "run", str(config), "--output-dir",
                                    str(out), "--threads", str(threads)], config.parent, timeout,
                                   out.parent / "sonatarun.stdout")
     if code != 0:
@@ -186,6 +202,10 @@ def run_sonatarun(size: str, config: Path, out: Path, timeout: float, threads: i
     res.spikes = int(record["n_spikes"])
     res.extra = {"cpu": _cpu(err), "engine_build_and_inputs": ph.get("build"), "exit": wall - recorded,
                  "edges_in_cache_order": record.get("engine_stats", {}).get("edges_reordered")}
+    by_rank = record.get("memory", {}).get("peak_rss_mb_by_rank")
+    if ranks > 1 and by_rank:  # /usr/bin/time sees the largest process only: the ranks share the node
+        res.rss_mb = float(sum(by_rank))
+        res.extra["rss_mb_by_rank"] = by_rank
     return res
 
 
@@ -246,6 +266,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="1k,10k,100k", help=f"comma list of {', '.join(SIZES)}")
     ap.add_argument("--bmtk-timeout", type=float, default=600.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ranks", type=int, default=1,
+                    help="run sonatarun on N MPI ranks x --threads each (needs --mpi-venv); BMTK then runs "
+                         "N x --threads threads: the same virtual processes, so the same spikes")
+    ap.add_argument("--mpi-venv", type=Path, default=ROOT / ".venv-mpi")
     ap.add_argument("--no-bmtk", action="store_true")
     ap.add_argument("--no-sonatarun", action="store_true", help="run BMTK only (its results are kept for --reuse-bmtk)")
     ap.add_argument("--reuse-bmtk", default="",
@@ -264,6 +288,8 @@ def main() -> None:
 
     rows = []
     bmtk_gave_up = args.no_bmtk
+    bmtk_threads = args.threads * args.ranks
+    ours = f"t{args.threads}" + (f"_r{args.ranks}" if args.ranks > 1 else "")
     for size in args.sizes.split(","):
         cells, edges = SIZES[size]
         gdir = args.generated / (f"point_{size}" + ("_multapses" if args.multapses else ""))
@@ -278,30 +304,33 @@ def main() -> None:
         print(f"[{size}] {meta['cells']} cells, {meta['edges']} edges (generated in {meta['generate_s']:.1f} s)",
               flush=True)
         b = None
-        saved = gdir / f"bmtk_t{args.threads}.json"  # BMTK's numbers depend on the thread count
+        saved = gdir / f"bmtk_t{bmtk_threads}.json"  # BMTK's numbers depend on the thread count
         if size in args.reuse_bmtk.split(",") and saved.exists():
             b = Result(**json.loads(saved.read_text()))
             print(f"  bmtk (earlier run): {asdict(b)}", flush=True)
         elif not bmtk_gave_up:
-            b = best_of(args.repeat, lambda: run_bmtk(size, config, gdir / f"out_bmtk_t{args.threads}",
-                                                      args.bmtk_timeout, args.threads))
+            b = best_of(args.repeat, lambda: run_bmtk(size, config, gdir / f"out_bmtk_t{bmtk_threads}",
+                                                      args.bmtk_timeout, bmtk_threads))
             saved.write_text(json.dumps(asdict(b)))
             print(f"  bmtk: {asdict(b)}", flush=True)
         if b is not None and not b.ok:
             bmtk_gave_up = True
         if args.no_sonatarun:
             continue
-        s = best_of(args.repeat, lambda: run_sonatarun(size, config, gdir / f"out_sonatarun_t{args.threads}",
-                                                       max(args.bmtk_timeout, 3600), args.threads))
+        s = best_of(args.repeat, lambda: run_sonatarun(size, config, gdir / f"out_sonatarun_{ours}",
+                                                       max(args.bmtk_timeout, 3600), args.threads, args.ranks,
+                                                       args.mpi_venv))
         print(f"  sonatarun: {asdict(s)}", flush=True)
         if b is not None and b.ok and s.ok:
-            ref = _spike_set(gdir / f"out_bmtk_t{args.threads}" / "spikes.h5")
-            got = _spike_set(gdir / f"out_sonatarun_t{args.threads}" / "spikes.h5")
+            ref = _spike_set(gdir / f"out_bmtk_t{bmtk_threads}" / "spikes.h5")
+            got = _spike_set(gdir / f"out_sonatarun_{ours}" / "spikes.h5")
             meta["same_spikes"] = set(ref) == set(got) and all(
                 np.array_equal(ref[p][0], got[p][0]) and np.array_equal(ref[p][1], got[p][1]) for p in ref)
         rows.append((size, meta, b, s))
     text = table(rows)
-    print("\n" + text)
+    print(f"\nsonatarun: {args.ranks} rank(s) x {args.threads} NEST thread(s); BMTK: 1 process x {bmtk_threads} "
+          f"thread(s) (the same virtual processes){'; RSS: the sum over ranks' if args.ranks > 1 else ''}")
+    print(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps([{"size": r[0], "meta": r[1], "bmtk": asdict(r[2]) if r[2] else None,
                                       "sonatarun": asdict(r[3])} for r in rows], indent=2))

@@ -282,13 +282,17 @@ class Simulation:
         engine.finish()
         phases["finalize"] = time.perf_counter() - t_fin
         total = comm.allreduce_sum(n_spikes)
+        memory = memory_summary()
+        by_rank = comm.gather(memory["peak_rss_mb"]) if comm.size > 1 else None  # collective
+        if by_rank:
+            memory["peak_rss_mb_by_rank"] = by_rank  # the node's total, when the ranks share one
         wall = time.perf_counter() - t_all
         if comm.is_root:
             write_run_record(self.output_dir, {
                 "config": str(cfg.path), "engine": self.engine_name, "ranks": comm.size,
                 "threads": settings.threads, "tstart": settings.tstart, "tstop": settings.tstop, "dt": settings.dt,
                 "n_cells": self.circuit.n_cells, "n_spikes": int(total), "wall_seconds": wall, "phases": phases,
-                "engine_stats": dict(engine.stats), "memory": memory_summary(),
+                "engine_stats": dict(engine.stats), "memory": memory,
                 "spikes_file": str(spikes_h5) if spikes_h5 else None,
                 "reports": [str(w.path) for ws in report_writers for w in ws.values()],
             })
