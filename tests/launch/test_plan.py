@@ -51,6 +51,9 @@ def test_nest_is_one_rank_of_threads_per_node_and_ranks_need_mpi(node):
     assert (p.ranks, p.threads_per_rank, p.launcher) == (1, 16, "none")  # one node: threads only
     assert p.command[-2:] == ["--threads", "16"] and p.env["OMP_NUM_THREADS"] == "16"
     assert any("one rank per node" in r for r in p.reasons)
+    per_core = make_plan(NEST, topology=node, allocation=none, nest_mpi=True, threads=4)
+    assert (per_core.ranks, per_core.threads_per_rank) == (4, 4)  # asked threads: ranks fill the node
+    assert (make_plan(NEST, topology=node, allocation=none, nest_mpi=False, threads=4).ranks) == 1
     two = make_plan(NEST, topology=node, allocation=none, nest_mpi=True, np=2, threads=8)
     assert (two.ranks, two.threads_per_rank, two.launcher) == (2, 8, "mpiexec")
     assert two.command[-2:] == ["--threads", "8"]

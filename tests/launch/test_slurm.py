@@ -112,3 +112,28 @@ def test_preempted_job_checkpoints_requeues_and_finishes(slurm, tmp_path):
     whole = read_spikes(tmp_path / "whole")
     assert len(whole) > 2500
     assert read_spikes(tmp_path / "pre") == whole
+
+
+def test_submit_runs_nest_on_two_ranks_with_an_mpi_nest(slurm, tmp_path):
+    """With a NEST built with MPI (the parallel venv), `submit --ranks-per-node 2 --threads 1` runs
+    the point-neuron example on 2 Slurm tasks (srun, PMI2), with the spikes of one process on 2
+    threads (the same NEST virtual processes)."""
+    from tests.nest.test_mpi_nest import _mpi_nest_env
+
+    py, _, env = _mpi_nest_env()
+    ex = tmp_path / "point_nest"
+    shutil.copytree(EXAMPLES / "point_nest", ex, ignore=shutil.ignore_patterns("output*"))
+    config = ex / "config.simulation.json"
+    proc = subprocess.run([str(py), "-m", "sonatarun.cli.main", "submit", str(config), "--nodes", "1", "--time",
+                           "00:05:00", "--ranks-per-node", "2", "--threads", "1", "--", "--output-dir",
+                           str(ex / "slurm")], cwd=ex, env=env, capture_output=True, text=True, timeout=300)
+    m = re.search(r"submitted slurm job (\d+): script (.+), log (.+)$", proc.stdout.strip())
+    assert proc.returncode == 0 and m, proc.stdout + proc.stderr
+    slurm.append(m.group(1))
+    info = wait_job(m.group(1))
+    text = Path(m.group(3).replace("%j", m.group(1))).read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text
+    assert "srun --mpi=pmi2 --ntasks=2" in text and "2 rank(s)" in text and "placed by nest on 2 ranks" in text
+    run_sonatarun("run", str(config), "--output-dir", str(ex / "local"), "--threads", "2")
+    local = read_spikes(ex / "local")
+    assert len(local) > 100 and read_spikes(ex / "slurm") == local

@@ -74,7 +74,7 @@ def _engine_findings(p: dict[str, Probe]) -> list[Finding]:
                            f"{'yes (' + str(s.info.get('threads_model')) + ')' if s.info.get('threads') else 'no'}"))
         out.append(Finding("NEST MPI", bool(s.info.get("mpi")),
                            "yes" if s.info.get("mpi") else "no: NEST runs one rank with threads",
-                           "build NEST with -Dwith-mpi=ON (the PyPI wheel has no MPI)", required=False))
+                           "for NEST on several ranks: a NEST built with MPI (containers/build-nest.sh; the PyPI wheel has none)", required=False))
     else:
         out.append(Finding("NEST", False, f"not importable: {s.error}", s.fix, required=False))
     m = p["mpi4py"]

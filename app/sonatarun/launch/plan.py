@@ -212,7 +212,7 @@ def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, t
     if threads is not None:
         if threads < 1:
             raise InputError("--threads must be at least 1", key="--threads")
-        if engine == "NEST" and np is None:
+        if engine == "NEST" and np is None and not nest_mpi:
             rpn = 1
         elif threads != tpr and np is None:
             rpn = max(1, cores_node // threads)
