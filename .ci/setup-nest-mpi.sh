@@ -34,16 +34,8 @@ if ok; then
   exit 0
 fi
 
-pkgs="cmake g++ make libgsl-dev libltdl-dev libmpich-dev mpich pkg-config"
-missing=""
-for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  echo "[nest-mpi] apt-get install$missing"
-  export DEBIAN_FRONTEND=noninteractive
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+. "$REPO/.ci/apt.sh"
+apt_ensure nest-mpi cmake g++ make libgsl-dev libltdl-dev libmpich-dev mpich pkg-config
 
 mkdir -p "$CACHE"
 wheel=$(ls "$CACHE"/nest_simulator-"$VERSION"-cp311-*.whl 2>/dev/null | head -n 1 || true)

@@ -19,16 +19,8 @@ if [ -n "${VIRTUAL_ENV:-}" ]; then
 fi
 export PATH
 
-pkgs="libhdf5-mpich-dev mpich pkg-config"
-missing=""
-for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  echo "[parallel-h5py] apt-get install$missing"
-  export DEBIAN_FRONTEND=noninteractive
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends $missing build-essential >/dev/null
-fi
+. "$REPO/.ci/apt.sh"
+apt_ensure parallel-h5py libhdf5-mpich-dev mpich pkg-config build-essential
 MPICC=$(command -v mpicc.mpich)
 MPIEXEC=$(command -v mpiexec.mpich)
 
