@@ -40,8 +40,8 @@ class NestEngine(Engine):
     # not schedule automatic checkpoints (batch schedulers) for this engine, and should refuse
     # --checkpoint-interval / --resume before the run starts.
     supports_checkpoints: ClassVar[bool] = False
-    # With an MPI build of NEST, every rank creates every node and passes every edge; NEST
-    # keeps each rank's share (its round-robin over virtual processes) and records it there.
+    # With an MPI build of NEST, every rank creates every node (NEST keeps its share, round-robin
+    # over virtual processes), hands NEST the edges onto its own neurons and records those.
     places_cells: ClassVar[bool] = True
 
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
@@ -163,7 +163,8 @@ class NestEngine(Engine):
         self._recorder_connected = True
         tap_nodes, tap_receptors, rec_nodes = [], [], []
         # NEST counts (and bounds the delays of) each rank's own connections: decide on all ranks' together
-        has_edges = not self._agree(int(self.nest.GetKernelStatus("num_connections")) == 0)
+        mine = int(self.nest.GetKernelStatus("num_connections"))
+        has_edges = not self._agree(mine == 0)
         for nodes, model in zip(self._neurons, self._models):
             if has_edges and self._agree(can_tap(self.nest, model, nodes)):
                 tap_nodes.append(nodes)
@@ -173,8 +174,8 @@ class NestEngine(Engine):
         if tap_nodes:
             tap = SpikeTap(self.nest, self.gid_map)
             delay = float(self.nest.GetKernelStatus("min_delay"))
-            if self.comm.size > 1:
-                delay = -self.comm.allreduce_max(-delay)
+            if self.comm.size > 1:  # the smallest delay of any rank's connections (a rank without any has none)
+                delay = -self.comm.allreduce_max(-(delay if mine else float("inf")))
             tap.connect(tap_nodes, tap_receptors, delay)
             self._spike_sources.append(tap)
         if rec_nodes:
