@@ -200,6 +200,13 @@ class Engine(ABC):
         # edges NEST connected in cache order
         self.stats: dict[str, int] = {}
 
+    @classmethod
+    def edge_targets_here(cls, cells: list[CellBatch], rank: int, size: int, threads: int):
+        """For engines that place cells themselves (``places_cells``): a function telling, for
+        target gids, which ones this rank will hold, so it reads only the edges onto them; None
+        reads every edge."""
+        return None
+
     # -- model ---------------------------------------------------------------
     @abstractmethod
     def build_cells(self, batches: list[CellBatch]) -> None:

@@ -93,7 +93,9 @@ class Simulation:
             from sonatarun.weights import apply_weight_functions
 
             cells = cell_batches(self.config, self.circuit, owned, params)
-            conns = connection_batches(self.config, self.circuit, owned, params,
+            targets_here = engines.get(self.engine_name).edge_targets_here(
+                cells, self.comm.rank, self.comm.size, int(self.settings().threads or 1)) if self.ctx.whole else None
+            conns = connection_batches(self.config, self.circuit, targets_here or owned, params,
                                        weight_fn=partial(apply_weight_functions, self.config, self.circuit))
             stimuli: list[Any] = []
             src = self.config.source_of("inputs")

@@ -176,6 +176,27 @@ def create_cells(nest, batch: CellBatch, log: logging.Logger):
     return nodes
 
 
+def planned_nest_ids(batches: list[CellBatch]) -> tuple[np.ndarray, np.ndarray]:
+    """(gids, NEST ids) of the neurons as :func:`create_cells` will create them after a kernel
+    reset: batch after batch in :func:`order_cell_batches` order, ids from 1, virtual cells
+    (spike generators, created later) left out. The engine checks its nodes against it."""
+    gids, ids, nxt = [], [], 1
+    for b in order_cell_batches(batches):
+        if len(b) == 0 or is_virtual(b):
+            continue
+        gids.append(np.asarray(b.gids, dtype=np.int64))
+        ids.append(np.arange(nxt, nxt + len(b), dtype=np.int64))
+        nxt += len(b)
+    if not gids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(gids), np.concatenate(ids)
+
+
+def on_rank(nest_ids: np.ndarray, rank: int, ranks: int, vps: int) -> np.ndarray:
+    """NEST's placement: neuron ``i`` on virtual process ``i % vps``, VP ``v`` on rank ``v % ranks``."""
+    return (np.asarray(nest_ids, dtype=np.int64) % vps) % ranks == rank
+
+
 def local_positions(nest, nodes, ids: np.ndarray) -> np.ndarray:
     """Positions in ``nodes`` (neurons, NEST ids ``ids``) of those NEST placed on this rank (all
     of them in one process).
@@ -188,9 +209,8 @@ def local_positions(nest, nodes, ids: np.ndarray) -> np.ndarray:
     ranks = int(nest.NumProcesses())
     if ranks == 1:
         return np.arange(n)
-    ids = np.asarray(ids, dtype=np.int64)
     vps = int(nest.GetKernelStatus("total_num_virtual_procs"))
-    here = (ids % vps) % ranks == int(nest.Rank())
+    here = on_rank(ids, int(nest.Rank()), ranks, vps)
     k = min(n, 2 * vps)
     if k and not np.array_equal(np.atleast_1d(np.asarray(nodes[:k].local, dtype=bool)), here[:k]):
         here = np.atleast_1d(np.asarray(nodes.local, dtype=bool))  # another placement: ask for every node

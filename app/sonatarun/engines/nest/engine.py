@@ -53,6 +53,7 @@ class NestEngine(Engine):
         self.gid_map = build.GidMap()
         # virtual processes: NEST's results are the same for the same count, however many ranks
         self.vps = max(1, int(settings.threads or 1)) * comm.size
+        self._planned: dict[int, int] = {}  # several ranks: first gid of a batch -> its planned NEST id
         self._neurons: list = []                       # NodeCollections of non-virtual cells, creation order
         self._virtual: list[CellBatch] = []
         self._generators: set[int] = set()             # nest ids of the spike generators
@@ -121,9 +122,24 @@ class NestEngine(Engine):
                                 f"(use multimeter_report with a NEST recordable)")
         return problems
 
+    @classmethod
+    def edge_targets_here(cls, cells: list[CellBatch], rank: int, size: int, threads: int):
+        """Several ranks: each reads only the edges onto the neurons NEST will place on it (their
+        NEST ids are known from the plan, see build.planned_nest_ids; build_cells checks them)."""
+        if size <= 1:
+            return None
+        gids, ids = build.planned_nest_ids(cells)
+        top = int(max([gids.max(initial=-1)] + [int(np.max(b.gids)) for b in cells if len(b)])) + 1
+        here = np.ones(top, dtype=bool)  # virtual cells: kept, so edges onto them still fail clearly
+        here[gids] = build.on_rank(ids, rank, size, max(1, int(threads)) * size)
+        return lambda target_gids: here[np.asarray(target_gids, dtype=np.int64)]
+
     # -- model ---------------------------------------------------------------
     def build_cells(self, batches: list[CellBatch]) -> None:
         n_nodes = sum(len(b) for b in batches)
+        if self.comm.size > 1:  # the NEST ids each rank's edges were read for (edge_targets_here)
+            gids, ids = build.planned_nest_ids(batches)
+            self._planned = dict(zip(gids.tolist(), ids.tolist()))
         untappable = any(resolve_model(b).name not in TAP_RECEPTOR for b in batches if not build.is_virtual(b))
         if self._recorder is None and untappable and self.vps == 1 and \
                 n_nodes >= recorders.HPC_MAX_LOCAL_INDEX:
@@ -146,6 +162,12 @@ class NestEngine(Engine):
                 here = np.zeros(len(ids), dtype=bool)
                 here[build.local_positions(self.nest, nodes, ids)] = True
                 self.gid_map.set_remote(ids[~here])
+                planned = self._planned.get(batch.gids[0]) if len(batch) else None
+                if planned is None or planned != int(ids[0]) or \
+                        not np.array_equal(here, build.on_rank(ids, self.comm.rank, self.comm.size, self.vps)):
+                    raise EngineError(f"NEST placed the cells of {batch.population} node type {batch.node_type_id} "
+                                      "elsewhere than planned: this rank may lack edges onto them",
+                                      fix="report this as a sonatarun bug; run in one process meanwhile")
             self._neurons.append(nodes)
             self._models.append(resolve_model(batch).name)
             recordables = self.nest.GetDefaults(self._models[-1], "recordables")
