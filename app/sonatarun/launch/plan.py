@@ -4,7 +4,7 @@ The rules, and why:
 - NEURON parallelises by ranks (one cell set per rank, spike exchange by MPI): one rank
   per physical core; hardware threads share a core's FPU and add nothing.
 - NEST runs one rank per node using every core of it as a thread: threads share the node's
-  memory, while every rank reads the whole circuit. Without MPI (the PyPI wheel) that is one
+  memory, while every rank reads every node table. Without MPI (the PyPI wheel) that is one
   rank in all, and ranks beyond one are refused; a NEST built with MPI spreads the network
   over the nodes of an allocation (one rank each) or over ``--np`` ranks.
 - Inside an allocation the scheduler's slot counts win over our own core count: it
@@ -203,7 +203,7 @@ def _decide(engine: str, topo: Topology, alloc: Allocation, *, np: int | None, t
         rpn, tpr = 1, cores_node
         if nest_mpi:
             reasons.append(f"NEST with MPI: one rank per node with {tpr} thread(s) (threads share a node's "
-                           "memory; every rank reads the whole circuit)")
+                           "memory; every rank reads every node table)")
         else:
             reasons.append(f"NEST without MPI (the PyPI wheel): one rank with {tpr} thread(s)")
             if nodes > 1:
