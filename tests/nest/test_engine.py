@@ -337,3 +337,21 @@ def test_a_nest_run_imports_neither_pandas_nor_matplotlib(tmp_copy):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "RESULT 0 []" in proc.stdout, proc.stdout[-2000:]
     assert (ex / "out" / "spikes.h5").exists()
+
+
+def test_nest_mpi_support_is_read_from_its_library_without_importing_it(tmp_path):
+    """The wheel's NEST links no MPI (and is not imported to find out: under mpiexec that import
+    ends the process); the reader returns nothing for files that are not 64-bit ELF."""
+    need(HAVE_NEST, "NEST (pip install nest-simulator)")
+    from pathlib import Path
+
+    from sonatarun.engines.nest.kernel import nest_has_mpi
+    from sonatarun.util.elf import needed_libraries
+
+    libs = [needed_libraries(p) for p in Path(importlib.util.find_spec("nest").origin).parent.glob("*.so")]
+    assert any("libc.so.6" in names for names in libs)  # the reader sees the real entries
+    assert not any(n.startswith("libmpi") for names in libs for n in names)
+    assert nest_has_mpi() is False
+    (tmp_path / "text.so").write_text("not an ELF file")
+    (tmp_path / "short.so").write_bytes(b"\x7fELF\x02\x01")
+    assert needed_libraries(tmp_path / "text.so") == [] and needed_libraries(tmp_path / "short.so") == []
