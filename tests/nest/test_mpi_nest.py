@@ -61,9 +61,20 @@ def _report(out: Path) -> dict[str, np.ndarray]:
     return found
 
 
+def _per_node_drive(ex: Path) -> np.ndarray:
+    """Give the thalamic cells a per-node bias current (an h5 dynamics_params column): each rank must
+    set it on the cells NEST placed there, each cell its own value. Returns the currents (pA)."""
+    with h5py.File(ex / "network" / "thal_nodes.h5", "a") as f:
+        n = f["nodes/thal/node_id"].shape[0]
+        drive = np.linspace(0.0, 600.0, n)  # iaf_psc_delta's defaults fire alone above 375 pA
+        f["nodes/thal/0"].create_group("dynamics_params").create_dataset("I_e", data=drive)
+    return drive
+
+
 def test_two_ranks_give_the_spikes_and_reports_of_two_threads(tmp_copy):
     py, launcher, env = _mpi_nest_env()
     ex = tmp_copy("point_nest")
+    drive = _per_node_drive(ex)
     cfg = str(ex / "config.simulation.json")
     cli = [str(py), "-m", "sonatarun.cli.main", "run", cfg]
     _run([*cli, "--output-dir", str(ex / "out_threads"), "--threads", "2"], env, ex)
@@ -73,6 +84,9 @@ def test_two_ranks_give_the_spikes_and_reports_of_two_threads(tmp_copy):
     by_threads, by_ranks = _spikes(ex / "out_threads"), _spikes(ex / "out_ranks")
     assert len(by_threads) > 50  # the example fires: the comparison below compares something
     assert len(by_ranks) == len(by_threads) and (by_ranks == by_threads).all()
+    # the per-node currents took effect: thalamic cells fire more the stronger their own drive
+    thal = np.bincount([n for pop, n, _ in by_ranks if pop == "thal"], minlength=len(drive))
+    assert thal[drive > 450].min() > thal[drive < 300].max()
     # and the everyday install (the nest-simulator wheel, one process, 2 threads) agrees as well
     wheel = dict(os.environ, PYTHONUNBUFFERED="1")
     _run([sys.executable, "-m", "sonatarun.cli.main", "run", cfg, "--output-dir", str(ex / "out_wheel"),

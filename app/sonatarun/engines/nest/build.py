@@ -46,29 +46,6 @@ class GidMap:
 
     gid_to_nest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     nest_to_gid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    # with several ranks: True for the neurons NEST placed on another rank (None: one process)
-    remote: np.ndarray | None = None
-
-    def set_remote(self, nest_ids: np.ndarray) -> None:
-        """Mark neurons held by other ranks: edges onto them are not passed to NEST here (it
-        would skip them one by one in its connect loop, on every thread)."""
-        nest_ids = np.asarray(nest_ids, dtype=np.int64)
-        size = max(len(self.nest_to_gid), int(nest_ids.max()) + 1 if len(nest_ids) else 0)
-        mask = np.zeros(size, dtype=bool)
-        if self.remote is not None:
-            mask[:len(self.remote)] = self.remote
-        mask[nest_ids] = True
-        self.remote = mask
-
-    def here(self, nest_ids: np.ndarray) -> np.ndarray | None:
-        """Mask of ``nest_ids`` on this rank, or None when every node is (one process)."""
-        if self.remote is None:
-            return None
-        nest_ids = np.asarray(nest_ids, dtype=np.int64)
-        inside = nest_ids < len(self.remote)
-        out = np.ones(len(nest_ids), dtype=bool)
-        out[inside] = ~self.remote[nest_ids[inside]]
-        return out
 
     def add(self, gids: np.ndarray, nest_ids: np.ndarray) -> None:
         gids = np.asarray(gids, dtype=np.int64)
@@ -257,13 +234,8 @@ def connection_edges(batch: ConnectionBatch, gid_map: GidMap, resolution: float)
     if len(delays) and delays.min() < resolution - 1e-12:
         raise EngineError(f"delay {delays.min()} ms is shorter than dt ({resolution} ms)", key=f"{where}: delay",
                           fix="NEST needs delays >= dt: lower run.dt or raise the delays")
-    edges = Edges(synapse_model_name(batch), gid_map.nest_ids(batch.source_gids, what=f"{where}: source"),
-                  gid_map.nest_ids(batch.target_gids, what=f"{where}: target"), delays, connection_weights(batch))
-    keep = gid_map.here(edges.targets)  # several ranks: NEST connects each edge on its target's rank
-    if keep is None or keep.all():
-        return edges
-    return Edges(edges.synapse_model, edges.sources[keep], edges.targets[keep], edges.delays[keep],
-                 np.asarray(edges.weights)[keep])
+    return Edges(synapse_model_name(batch), gid_map.nest_ids(batch.source_gids, what=f"{where}: source"),
+                 gid_map.nest_ids(batch.target_gids, what=f"{where}: target"), delays, connection_weights(batch))
 
 
 # Edges per nest.Connect call. PyNEST's array Connect holds Python's lock while NEST connects
@@ -285,8 +257,6 @@ def connect(nest, batch: ConnectionBatch, edges: Edges) -> None:
     if spec["synapse_model"] not in nest.synapse_models:
         raise EngineError(f"NEST has no synapse model '{spec['synapse_model']}'", key=f"{where}: model_template",
                           fix="use a model listed by nest.synapse_models (static_synapse, stdp_synapse, ...)")
-    if len(edges) == 0:  # several ranks: none of the batch's targets is on this one
-        return
     try:
         for a in range(0, len(edges), CONNECT_SLICE):
             b = a + CONNECT_SLICE

@@ -53,7 +53,6 @@ class NestEngine(Engine):
         self.gid_map = build.GidMap()
         # virtual processes: NEST's results are the same for the same count, however many ranks
         self.vps = max(1, int(settings.threads or 1)) * comm.size
-        self._planned: dict[int, int] = {}  # several ranks: first gid of a batch -> its planned NEST id
         self._neurons: list = []                       # NodeCollections of non-virtual cells, creation order
         self._virtual: list[CellBatch] = []
         self._generators: set[int] = set()             # nest ids of the spike generators
@@ -137,9 +136,6 @@ class NestEngine(Engine):
     # -- model ---------------------------------------------------------------
     def build_cells(self, batches: list[CellBatch]) -> None:
         n_nodes = sum(len(b) for b in batches)
-        if self.comm.size > 1:  # the NEST ids each rank's edges were read for (edge_targets_here)
-            gids, ids = build.planned_nest_ids(batches)
-            self._planned = dict(zip(gids.tolist(), ids.tolist()))
         untappable = any(resolve_model(b).name not in TAP_RECEPTOR for b in batches if not build.is_virtual(b))
         if self._recorder is None and untappable and self.vps == 1 and \
                 n_nodes >= recorders.HPC_MAX_LOCAL_INDEX:
@@ -158,21 +154,22 @@ class NestEngine(Engine):
             nodes = build.create_cells(self.nest, batch, self.log)
             ids = build.node_ids_of(nodes)
             self.gid_map.add(batch.gids, ids)
-            if self.comm.size > 1:
-                here = np.zeros(len(ids), dtype=bool)
-                here[build.local_positions(self.nest, nodes, ids)] = True
-                self.gid_map.set_remote(ids[~here])
-                planned = self._planned.get(batch.gids[0]) if len(batch) else None
-                if planned is None or planned != int(ids[0]) or \
-                        not np.array_equal(here, build.on_rank(ids, self.comm.rank, self.comm.size, self.vps)):
-                    raise EngineError(f"NEST placed the cells of {batch.population} node type {batch.node_type_id} "
-                                      "elsewhere than planned: this rank may lack edges onto them",
-                                      fix="report this as a sonatarun bug; run in one process meanwhile")
+            if self.comm.size > 1 and not np.array_equal(build.local_positions(self.nest, nodes, ids), np.flatnonzero(
+                    build.on_rank(ids, self.comm.rank, self.comm.size, self.vps))):
+                self._misplaced(batch)
             self._neurons.append(nodes)
             self._models.append(resolve_model(batch).name)
             recordables = self.nest.GetDefaults(self._models[-1], "recordables")
             self._recordables.append((int(ids[0]), int(ids[-1]), set(recordables)))
             self.stats["cells"] += len(batch)
+        if self.comm.size > 1:  # the NEST ids each rank read its edges for (edge_targets_here)
+            gids, planned = build.planned_nest_ids(batches)
+            if len(gids) and not np.array_equal(self.gid_map.nest_ids(gids, what="cells"), planned):
+                self._misplaced(batches[0])
+
+    def _misplaced(self, batch: CellBatch) -> None:
+        raise EngineError(f"NEST placed the cells of {batch.population} elsewhere than planned: a rank may lack the "
+                          "edges onto some of them", fix="report this as a sonatarun bug; run in one process meanwhile")
 
     def _connect_recorder(self) -> None:
         """Spike recording for every neuron: a SpikeTap where the model allows, else a spike_recorder.
