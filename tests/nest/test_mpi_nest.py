@@ -128,3 +128,25 @@ def test_two_ranks_resume_by_replay_exactly(tmp_copy):
         assert ref.keys() == got.keys() and len(ref), name
         for key in ref:
             np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{name}:{key}")
+
+
+def test_weight_recorder_report_is_refused_on_two_ranks_before_any_write(tmp_copy):
+    """Its rows follow NEST's per-rank connection order: refused with exit 2 and a fix, nothing written."""
+    import json
+
+    py, launcher, env = _mpi_nest_env()
+    ex = tmp_copy("point_nest")
+    types = ex / "network" / "cortex_cortex_edge_types.csv"
+    types.write_text(types.read_text().replace(" stdp_synapse ", " stdp_synapse_recorded "))
+    config = ex / "config.simulation.json"
+    raw = json.loads(config.read_text())
+    raw["reports"]["stdp_weights"] = {"module": "weight_recorder", "nest_model": "stdp_synapse",
+                                      "model_template": "stdp_synapse_recorded", "file_name": "stdp_weights.csv"}
+    config.write_text(json.dumps(raw))
+    out = ex / "out_ranks"
+    proc = subprocess.run([launcher, "-n", "2", str(py), "-m", "sonatarun.cli.main", "run", str(config),
+                           "--output-dir", str(out), "--threads", "1"], env=env, cwd=ex, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "weight_recorder" in proc.stderr and "--threads" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

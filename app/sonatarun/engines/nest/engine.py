@@ -115,7 +115,11 @@ class NestEngine(Engine):
             if not isinstance(stim, (SpikeTrains, CurrentClamp)):
                 problems.append(f"input '{getattr(stim, 'name', '?')}': the NEST engine cannot apply a "
                                 f"{type(stim).__name__} (point neurons take spike trains and current clamps)")
+        ranks = world().size
         for _, spec in plan.get("probes", []):
+            if spec.kind == "weight_recorder" and ranks > 1:
+                problems.append(f"report '{spec.name}': a weight_recorder report follows NEST's connection order, "
+                                f"which is per rank, so it is written in one process only: run with `--threads N`")
             if spec.kind not in ("multimeter", "membrane", "weight_recorder"):
                 problems.append(f"report '{spec.name}': the NEST engine does not support '{spec.kind}' reports "
                                 f"(use multimeter_report with a NEST recordable)")
@@ -289,10 +293,6 @@ class NestEngine(Engine):
 
     def add_probe(self, spec: ProbeSpec) -> Probe:
         if spec.kind == "weight_recorder":
-            if self.comm.size > 1:
-                raise EngineError(f"report '{spec.name}': a weight_recorder report follows NEST's connection order, "
-                                  f"which is per rank; it is written by one process only",
-                                  key=f"reports.{spec.name}", fix="run it in one process (`--threads N`)")
             probe = WeightRecorderProbe(self.nest, spec, self.gid_map, tstop=float(self.settings.tstop))
             # rows of a weight_recorder follow NEST's connection order: keep the file's
             self._connect(self._pending.pop(probe.template, []), file_order=True)
