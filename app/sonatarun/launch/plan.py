@@ -243,7 +243,7 @@ def make_plan(config: str | Path, *, np: int | None = None, threads: int | None 
     topo = topology or detect_topology()
     alloc = allocation or detect_scheduler(environ)
     if engine == "NEST" and nest_mpi is None:
-        from sonatarun.launch.probe import nest_has_mpi
+        from sonatarun.engines.nest.kernel import nest_has_mpi  # read from NEST's library, not imported
 
         nest_mpi = nest_has_mpi()
     reasons: list[str] = list(topo.reasons)

@@ -95,9 +95,3 @@ def probe(name: str, timeout: float = 120.0) -> Probe:
             return Probe(name, True, json.loads(line[len(_MARK):]))
     tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
     return Probe(name, False, error=tail, fix=FIXES[name])
-
-
-def nest_has_mpi() -> bool:
-    """Whether the installed NEST can run more than one rank (the PyPI wheel cannot)."""
-    p = probe("nest")
-    return bool(p.found and p.info.get("mpi"))
