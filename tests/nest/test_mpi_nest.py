@@ -132,17 +132,11 @@ def test_two_ranks_resume_by_replay_exactly(tmp_copy):
 
 def test_weight_recorder_report_is_refused_on_two_ranks_before_any_write(tmp_copy):
     """Its rows follow NEST's per-rank connection order: refused with exit 2 and a fix, nothing written."""
-    import json
+    from tests.nest.test_parity_bmtk import add_weight_recorder_report
 
     py, launcher, env = _mpi_nest_env()
     ex = tmp_copy("point_nest")
-    types = ex / "network" / "cortex_cortex_edge_types.csv"
-    types.write_text(types.read_text().replace(" stdp_synapse ", " stdp_synapse_recorded "))
-    config = ex / "config.simulation.json"
-    raw = json.loads(config.read_text())
-    raw["reports"]["stdp_weights"] = {"module": "weight_recorder", "nest_model": "stdp_synapse",
-                                      "model_template": "stdp_synapse_recorded", "file_name": "stdp_weights.csv"}
-    config.write_text(json.dumps(raw))
+    config = add_weight_recorder_report(ex)
     out = ex / "out_ranks"
     proc = subprocess.run([launcher, "-n", "2", str(py), "-m", "sonatarun.cli.main", "run", str(config),
                            "--output-dir", str(out), "--threads", "1"], env=env, cwd=ex, capture_output=True,

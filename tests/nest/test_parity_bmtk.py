@@ -13,6 +13,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -112,11 +113,9 @@ def test_allen_glif_conversion_is_bmtks(variant):
                            atol=0), key
 
 
-def test_weight_recorder_matches_bmtk(tmp_copy):
-    """BMTK PointNet's weight_recorder report: the same rows, weights within BMTK's 3 decimals."""
-    import pandas as pd
-
-    ex = tmp_copy("point_nest")
+def add_weight_recorder_report(ex: Path) -> Path:
+    """The point example with its cortical STDP edges seen by a weight_recorder report
+    (stdp_weights.csv), as BMTK configures one; returns the config."""
     types = ex / "network" / "cortex_cortex_edge_types.csv"
     types.write_text(types.read_text().replace(" stdp_synapse ", " stdp_synapse_recorded "))
     config = ex / "config.simulation.json"
@@ -124,6 +123,15 @@ def test_weight_recorder_matches_bmtk(tmp_copy):
     raw["reports"]["stdp_weights"] = {"module": "weight_recorder", "nest_model": "stdp_synapse",
                                       "model_template": "stdp_synapse_recorded", "file_name": "stdp_weights.csv"}
     config.write_text(json.dumps(raw))
+    return config
+
+
+def test_weight_recorder_matches_bmtk(tmp_copy):
+    """BMTK PointNet's weight_recorder report: the same rows, weights within BMTK's 3 decimals."""
+    import pandas as pd
+
+    ex = tmp_copy("point_nest")
+    config = add_weight_recorder_report(ex)
     subprocess.run([sys.executable, str(ex / "run_bmtk.py"), str(config), "--output-dir", str(ex / "ob")],
                    cwd=ex, check=True, capture_output=True)
     run_sonatarun("run", str(config), "--output-dir", str(ex / "os"), cwd=ex)
