@@ -5,6 +5,7 @@ virtual processes however they are spread over ranks, so 2 ranks x 1 thread must
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -84,6 +85,12 @@ def test_two_ranks_give_the_spikes_and_reports_of_two_threads(tmp_copy):
     by_threads, by_ranks = _spikes(ex / "out_threads"), _spikes(ex / "out_ranks")
     assert len(by_threads) > 50  # the example fires: the comparison below compares something
     assert len(by_ranks) == len(by_threads) and (by_ranks == by_threads).all()
+    # each rank streaming its own edges in chunks (EdgeChunk: read while NEST connects) changes nothing
+    streamed = dict(env, SONATARUN_EDGE_CHUNK="32")
+    _run([launcher, "-n", "2", *cli, "--output-dir", str(ex / "out_streamed"), "--threads", "1"], streamed, ex)
+    assert json.loads((ex / "out_streamed" / "sonatarun.json").read_text())["engine_stats"]["edge_chunks"] > 5
+    by_streamed = _spikes(ex / "out_streamed")
+    assert len(by_streamed) == len(by_ranks) and (by_streamed == by_ranks).all()
     # the per-node currents took effect: thalamic cells fire more the stronger their own drive
     thal = np.bincount([n for pop, n, _ in by_ranks if pop == "thal"], minlength=len(drive))
     assert thal[drive > 450].min() > thal[drive < 300].max()

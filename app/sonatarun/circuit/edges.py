@@ -161,11 +161,27 @@ class EdgePopulation:
             tgt = g["target_node_id"][()]
         return np.nonzero(np.isin(tgt, targets))[0].astype(np.int64)
 
-    def read_columns(self, edge_ids: np.ndarray, *, every_edge: bool = False) -> "EdgeColumns":
+    def read_targets_and_types(self, edge_ids: np.ndarray, *, every_edge: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(target_node_id as int64, edge_type_id) of `edge_ids` (sorted): the two columns a plan
+        needs before reading the rest, to cut the edges into chunks and check their types."""
+        with h5py.File(self.h5_path, "r") as f:
+            g = f["edges"][self.name]
+            if "edge_type_id" not in g:
+                raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
+                                   key=f"/edges/{self.name}/edge_type_id")
+
+            def core(key: str) -> np.ndarray:
+                return g[key][()] if every_edge else read_rows(g[key], np.asarray(edge_ids, dtype=np.int64))
+
+            return _int64(core("target_node_id")), _small_ids(core("edge_type_id"))
+
+    def read_columns(self, edge_ids: np.ndarray, *, every_edge: bool = False,
+                     known: dict[str, np.ndarray] | None = None) -> "EdgeColumns":
         """Core columns and each edge group's columns for `edge_ids` (sorted), as numpy arrays.
 
         Group columns are full length (one entry per selected edge); rows of other groups hold
         NaN (numbers) or None. With `every_edge` the ids are 0..size-1 and whole datasets are read.
+        `known`: core columns already read for these ids (read_targets_and_types), not read again.
         """
         ids = np.asarray(edge_ids, dtype=np.int64)
         n = len(ids)
@@ -173,6 +189,8 @@ class EdgePopulation:
             g = f["edges"][self.name]
 
             def core(key: str) -> np.ndarray | None:
+                if known is not None and key in known:
+                    return known[key]
                 if key not in g:
                     return None
                 return g[key][()] if every_edge else read_rows(g[key], ids)

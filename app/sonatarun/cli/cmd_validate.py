@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     summary = sim.summary()
     problems: list[str] = []
     try:
-        plan = sim.plan()
+        plan = sim.plan(stream=False)  # every edge read and checked now
         summary["local_plan"] = {"cells": sum(len(b) for b in plan["cells"]),
                                  "connections": sum(len(b) for b in plan["connections"]),
                                  "stimuli": len(plan["stimuli"]), "probes": len(plan["probes"])}

@@ -15,6 +15,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -110,6 +111,32 @@ class ConnectionBatch:
 
 
 @dataclass
+class EdgeChunk:
+    """Edges of one population read only when the engine calls :meth:`load`, so an engine that
+    streams edges (``Engine.streams_edges``) reads and prepares the next chunk while it connects
+    this one, instead of the plan reading every edge before the first connect.
+
+    Contract the simulation layer keeps: no (source, target) pair of this chunk occurs in any
+    other chunk or batch of the plan (a target-sorted population is cut where the target
+    changes, and no other edge population joins the same two node populations), so an engine
+    may order each chunk's edges on its own. ``heads``: one edge-less batch per edge type of the
+    population with its type-level fields (model_template, dynamics), for checks made before
+    anything is read. ``load`` runs on whichever thread calls it and raises the errors the
+    whole read would (CircuitError, ConfigError).
+    """
+
+    edge_population: str
+    source_population: str
+    target_population: str
+    n_edges: int
+    heads: list[ConnectionBatch]
+    load: Callable[[], list[ConnectionBatch]] = field(repr=False)
+
+    def __len__(self) -> int:
+        return self.n_edges
+
+
+@dataclass
 class SpikeTrains:
     """Spike times to play from virtual cells (rank-local gids, times in ms, sorted per gid)."""
 
@@ -191,6 +218,8 @@ class Engine(ABC):
     # True: the simulator places cells on ranks itself (NEST's round-robin over virtual
     # processes), so every rank is given the whole network and the engine keeps its share
     places_cells: ClassVar[bool] = False
+    # True: build_connections also takes EdgeChunks (read on demand) among its batches
+    streams_edges: ClassVar[bool] = False
 
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         self.settings = settings
@@ -214,7 +243,8 @@ class Engine(ABC):
 
     @abstractmethod
     def build_connections(self, batches: list[ConnectionBatch]) -> None:
-        """Create rank-local synapses/connections (targets on this rank)."""
+        """Create rank-local synapses/connections (targets on this rank); engines that declare
+        ``streams_edges`` get EdgeChunks among the batches too."""
 
     @abstractmethod
     def add_stimulus(self, stimulus: Any) -> None:

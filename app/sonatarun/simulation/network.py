@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from sonatarun.circuit import Circuit
 from sonatarun.config import SimulationConfig
-from sonatarun.engines.base import CellBatch, ConnectionBatch
+from sonatarun.circuit.ids import small_unique
+from sonatarun.engines.base import CellBatch, ConnectionBatch, EdgeChunk
 from sonatarun.errors import CircuitError, ConfigError
 from sonatarun.util.values import as_scalar, is_missing
 
@@ -130,15 +132,34 @@ def _column(group: dict[str, np.ndarray], type_row: dict[str, Any], key: str, n:
     return h5
 
 
+# Edges per chunk for engines that stream them (the largest chunk; the first is an eighth):
+# big enough that a chunk's few dozen Python steps are nothing beside its numpy work, small
+# enough that the first read before anything overlaps stays short.
+EDGE_CHUNK = 2_000_000
+
+
+def edge_chunk_size() -> int:
+    """EDGE_CHUNK, or ``SONATARUN_EDGE_CHUNK`` (tests cut small networks into several chunks)."""
+    import os
+
+    env = os.environ.get("SONATARUN_EDGE_CHUNK", "")
+    return max(8, int(env)) if env.isdigit() else EDGE_CHUNK
+
+
 def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params: ParamFiles,
-                       weight_fn=None) -> list[ConnectionBatch]:
+                       weight_fn=None, *, chunk_edges: int | None = None) -> list[ConnectionBatch | EdgeChunk]:
     """One batch per (edge population, edge type, edge group) with the edges this rank's cells receive.
 
     BMTK decides synapse rules per edge group (which columns the group has), so a batch never
     mixes groups. Splitting is one stable lexsort per population; no DataFrame is built unless
     a weight function needs one.
+
+    ``chunk_edges`` (engines that stream edges): a population that can be cut into chunks
+    (:func:`_chunks`) becomes EdgeChunks of growing size up to that many edges, read when the
+    engine loads them; only their targets and types are read here, for the same checks.
     """
-    batches: list[ConnectionBatch] = []
+    batches: list[ConnectionBatch | EdgeChunk] = []
+    joins = Counter((e.source_population, e.target_population) for e in circuit.edges)
     for epop in circuit.edges:
         tgt_pop = circuit.nodes[epop.target_population]
         tgt_ids = np.arange(tgt_pop.size, dtype=np.int64)
@@ -147,22 +168,102 @@ def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params
         ids = np.arange(epop.size, dtype=np.int64) if every else epop.edge_ids_for_targets(mine)
         if len(ids) == 0:
             continue
-        edges = epop.read_columns(ids, every_edge=every)
-        parts = split_by_type_and_group(edges.edge_type, edges.group_id)
-        unknown = {t for t, _, _ in parts if t not in epop.types}
-        if unknown:
-            raise CircuitError(f"edge population '{epop.name}' uses edge_type_id {sorted(unknown)[0]} that the "
-                               f"types table does not define", file=epop.types_path, key="edge_type_id")
-        src_size = circuit.nodes[epop.source_population].size
-        if edges.source.max() >= src_size or edges.target.max() >= tgt_pop.size or \
-                edges.source.min() < 0 or edges.target.min() < 0:
-            raise CircuitError(f"edge population '{epop.name}' refers to node ids beyond the populations' sizes",
-                               file=epop.h5_path, key=f"/edges/{epop.name}/source_node_id")
-        for type_id, group_id, part in parts:
-            own = epop.group_columns.get(group_id, set())
-            group = {c: (v if part is None else v[part]) for c, v in edges.columns.items() if c in own}
-            batches.append(_batch(epop, type_id, group, part, edges, every, circuit, params, weight_fn))
+        if chunk_edges and len(ids) > chunk_edges // 8 and joins[(epop.source_population, epop.target_population)] == 1:
+            chunks = _chunks(epop, ids, every, chunk_edges, circuit, params, weight_fn)
+            if chunks is not None:
+                batches.extend(chunks)
+                continue
+        batches.extend(_population_batches(epop, ids, every, circuit, params, weight_fn))
     return batches
+
+
+def _population_batches(epop, ids: np.ndarray, every: bool, circuit: Circuit, params: ParamFiles,
+                        weight_fn, known: dict[str, np.ndarray] | None = None) -> list[ConnectionBatch]:
+    """The batches of the edges `ids` (sorted; ``every``: all of the population's) of one population;
+    ``known``: core columns of these edges already read."""
+    edges = epop.read_columns(ids, every_edge=every, known=known)
+    parts = split_by_type_and_group(edges.edge_type, edges.group_id)
+    _check_types(epop, {t for t, _, _ in parts})
+    src_size = circuit.nodes[epop.source_population].size
+    tgt_size = circuit.nodes[epop.target_population].size
+    if edges.source.max() >= src_size or edges.target.max() >= tgt_size or \
+            edges.source.min() < 0 or edges.target.min() < 0:
+        _beyond(epop)
+    out = []
+    for type_id, group_id, part in parts:
+        own = epop.group_columns.get(group_id, set())
+        group = {c: (v if part is None else v[part]) for c, v in edges.columns.items() if c in own}
+        out.append(_batch(epop, type_id, group, part, edges, every, circuit, params, weight_fn))
+    return out
+
+
+def _check_types(epop, present: set[int]) -> None:
+    unknown = {t for t in present if t not in epop.types}
+    if unknown:
+        raise CircuitError(f"edge population '{epop.name}' uses edge_type_id {sorted(unknown)[0]} that the "
+                           f"types table does not define", file=epop.types_path, key="edge_type_id")
+
+
+def _beyond(epop) -> None:
+    raise CircuitError(f"edge population '{epop.name}' refers to node ids beyond the populations' sizes",
+                       file=epop.h5_path, key=f"/edges/{epop.name}/source_node_id")
+
+
+def _chunks(epop, ids: np.ndarray, every: bool, chunk_edges: int, circuit: Circuit, params: ParamFiles,
+            weight_fn) -> list[EdgeChunk] | None:
+    """The population as EdgeChunks, or None where it stays whole: more than one chunk needs
+    targets in ascending order (the file sorted by target, as SONATA writers sort it: chunks cut
+    where the target changes hold disjoint targets), synapse models from the edge types CSV
+    (a per-edge h5 model_template is decided by a batch's first edge) and no weight function
+    (a vectorised one sees its whole batch). Chunks grow from chunk_edges / 8 to chunk_edges,
+    so the first one, read before anything else can run beside it, is small."""
+    if "model_template" in set().union(*epop.group_columns.values(), set()) or \
+            "weight_function" in set().union(*epop.group_columns.values(), set()):
+        return None
+    wfn = epop.types.columns.get("weight_function")
+    if wfn is not None and not all(is_missing(v) for v in wfn.tolist()):
+        return None
+    target, etype = epop.read_targets_and_types(ids, every_edge=every)
+    if len(target) > 1 and (target[1:] < target[:-1]).any():
+        return None
+    present = small_unique(etype).tolist()
+    _check_types(epop, set(present))  # checked here as the whole read checks it, before any write
+    if target[0] < 0 or target[-1] >= circuit.nodes[epop.target_population].size:
+        _beyond(epop)
+    cuts, size = [0], max(1, chunk_edges // 8)
+    while cuts[-1] < len(ids):
+        p = cuts[-1] + size
+        if p >= len(ids):
+            cuts.append(len(ids))
+            break
+        q = int(np.searchsorted(target, target[p], side="left"))
+        cuts.append(q if q > cuts[-1] else int(np.searchsorted(target, target[p], side="right")))
+        size = min(2 * size, chunk_edges)
+    if len(cuts) < 3:
+        return None
+    heads = [_head(epop, t, params) for t in present]
+
+    def loader(a: int, b: int):
+        known = {"target_node_id": target[a:b], "edge_type_id": etype[a:b]}  # not read twice
+        return lambda: _population_batches(epop, ids[a:b], False, circuit, params, weight_fn, known)
+
+    return [EdgeChunk(epop.name, epop.source_population, epop.target_population, b - a, heads, loader(a, b))
+            for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _head(epop, type_id: int, params: ParamFiles) -> ConnectionBatch:
+    """An edge-less batch with one edge type's type-level fields (EdgeChunk.heads)."""
+    row = epop.types.row(type_id)
+    template = row.get("model_template")
+    no_i, no_f = np.zeros(0, np.int64), np.zeros(0)
+    return ConnectionBatch(
+        edge_population=epop.name, source_population=epop.source_population,
+        target_population=epop.target_population, edge_type_id=int(type_id),
+        model_template=None if is_missing(template) else str(template),
+        dynamics=params.load(row.get("dynamics_params"), "synaptic_models_dir",
+                             where=f"edge population {epop.name}, edge type {type_id}"),
+        source_gids=no_i, target_gids=no_i, source_node_ids=no_i, target_node_ids=no_i, weights=no_f,
+        delays=no_f, nsyns=no_i, type_attrs={k: (None if is_missing(v) else v) for k, v in row.items()})
 
 
 def split_by_type_and_group(edge_type: np.ndarray, group_id: np.ndarray) -> list[tuple[int, int, np.ndarray | None]]:

@@ -26,7 +26,8 @@ from sonatarun.reports import registry as reports
 from sonatarun.errors import Interrupted, OutputError
 from sonatarun.simulation.checkpoint import CheckpointPolicy, CheckpointStore, StopRequest, fingerprint
 from sonatarun.simulation.context import BuildContext
-from sonatarun.simulation.network import ParamFiles, cell_batches, choose_engine, connection_batches
+from sonatarun.simulation.network import (ParamFiles, cell_batches, choose_engine, connection_batches,
+                                         edge_chunk_size)
 from sonatarun.simulation.output import OutputLock, check_output_dir, setup_logging, write_run_record
 from sonatarun.util.memory import memory_summary
 
@@ -83,8 +84,10 @@ class Simulation:
                            seed=run.seed, components=dict(self.config.components),
                            quiet=self.config.output.quiet_simulator, engine_options=engine_options)
 
-    def plan(self) -> dict[str, Any]:
-        """Rank-local cells, connections, stimuli and probes; raises on any bad input."""
+    def plan(self, *, stream: bool = True) -> dict[str, Any]:
+        """Rank-local cells, connections, stimuli and probes; raises on any bad input. With an engine
+        that streams edges (``stream``), large populations come as EdgeChunks whose remaining
+        columns are read during the build (their targets and types are checked here)."""
         if self._plan is None:
             params = ParamFiles(self.config)
             owned = self.ctx.owned
@@ -95,8 +98,10 @@ class Simulation:
             cells = cell_batches(self.config, self.circuit, owned, params)
             targets_here = engines.get(self.engine_name).edge_targets_here(
                 cells, self.comm.rank, self.comm.size, int(self.settings().threads or 1)) if self.ctx.whole else None
+            chunk = edge_chunk_size() if stream and engines.get(self.engine_name).streams_edges else None
             conns = connection_batches(self.config, self.circuit, targets_here or owned, params,
-                                       weight_fn=partial(apply_weight_functions, self.config, self.circuit))
+                                       weight_fn=partial(apply_weight_functions, self.config, self.circuit),
+                                       chunk_edges=chunk)
             stimuli: list[Any] = []
             src = self.config.source_of("inputs")
             for name, cfg in self.config.inputs.items():
@@ -168,7 +173,9 @@ class Simulation:
         t_all = time.perf_counter()
         cfg, comm = self.config, self.comm
         phases: dict[str, float] = {}
-        plan = self.plan()  # every input check happens before the output dir is touched
+        # every input check happens before the output dir is touched, except what only the rest of
+        # a streamed chunk's columns show (read during the build, before any output file is opened)
+        plan = self.plan()
         self.check_engine(plan)
         check_output_dir(self.output_dir, cfg.output.overwrite_output_dir, resume=self.options.resume)
         comm.barrier()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -243,18 +244,20 @@ def connection_edges(batch: ConnectionBatch, gid_map: GidMap, resolution: float)
 # (pipeline.py) gets it back only between calls: consecutive slices of one batch, in order,
 # give NEST the same edges in the same order, and the worker one step per slice (~25 ms of
 # NEST at 100k neurons). The extra calls cost nothing measurable (3M edges in 1 or 184 calls).
-CONNECT_SLICE = 1 << 16
+CONNECT_SLICE = 1 << 14
 
 
-def connect(nest, batch: ConnectionBatch, edges: Edges) -> None:
+def connect(nest, batch: ConnectionBatch, edges: Edges, models: Collection[str]) -> None:
     """nest.Connect in array form (NEST's connect_arrays fast path), as BMTK does, with the
     edges in the order given (file order, or the cache order of :mod:`sonatarun.engines.nest.locality`),
-    in consecutive slices of CONNECT_SLICE edges."""
+    in consecutive slices of CONNECT_SLICE edges. ``models``: NEST's synapse models, asked once
+    by the engine (``nest.synapse_models`` is a collective call under MPI, and ranks connect
+    different numbers of batches)."""
     if len(batch) == 0:
         return
     where = f"{batch.edge_population} edge_type_id {batch.edge_type_id}"
     spec = synapse_params(batch)
-    if spec["synapse_model"] not in nest.synapse_models:
+    if spec["synapse_model"] not in models:
         raise EngineError(f"NEST has no synapse model '{spec['synapse_model']}'", key=f"{where}: model_template",
                           fix="use a model listed by nest.synapse_models (static_synapse, stdp_synapse, ...)")
     try:

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, Engine, Probe, ProbeSpec,
-                                    RunSettings, SpikeTrains)
+from sonatarun.engines.base import (CellBatch, ConnectionBatch, CurrentClamp, EdgeChunk, Engine, Probe,
+                                    ProbeSpec, RunSettings, SpikeTrains)
 from sonatarun.engines.nest import build, kernel, locality, pipeline, recorders
 from sonatarun.engines.nest.models import resolve_model
 from sonatarun.engines.nest.recorders import TAP_RECEPTOR, MultimeterProbe, SpikeRecorder, SpikeTap, can_tap
@@ -43,6 +43,8 @@ class NestEngine(Engine):
     # With an MPI build of NEST, every rank creates every node (NEST keeps its share, round-robin
     # over virtual processes), hands NEST the edges onto its own neurons and records those.
     places_cells: ClassVar[bool] = True
+    # Large edge populations come as EdgeChunks: the pipeline reads chunk k+1 while NEST connects chunk k
+    streams_edges: ClassVar[bool] = True
 
     def __init__(self, settings: RunSettings, comm: Comm, log: logging.Logger) -> None:
         super().__init__(settings, comm, log)
@@ -50,6 +52,9 @@ class NestEngine(Engine):
         self.nest = kernel.import_nest(quiet=settings.quiet)
         self.options = engine_options(settings)
         kernel.configure(self.nest, settings, self.options)
+        # asked once: nest.synapse_models is a collective call with an MPI NEST, and ranks connect
+        # different numbers of batches; models the engine defines later are added here
+        self._synapse_models: set[str] = set(self.nest.synapse_models)
         self.gid_map = build.GidMap()
         # virtual processes: NEST's results are the same for the same count, however many ranks
         self.vps = max(1, int(settings.threads or 1)) * comm.size
@@ -68,7 +73,7 @@ class NestEngine(Engine):
         self._stimuli: list = []
         self._connected = False
         self._flushed = False
-        self.stats: dict[str, int] = {"cells": 0, "virtual": 0, "edges": 0, "edges_reordered": 0}
+        self.stats: dict[str, int] = {"cells": 0, "virtual": 0, "edges": 0, "edges_reordered": 0, "edge_chunks": 0}
 
     @classmethod
     def check_plan(cls, plan: dict[str, Any], components: dict[str, Path]) -> list[str]:
@@ -98,7 +103,8 @@ class NestEngine(Engine):
             if not extensions and model.name not in nest.node_models:
                 problems.append(f"population '{b.population}', node type {b.node_type_id}: NEST has no model "
                                 f"'{model.name}' (model_template {b.model_template})")
-        for c in plan.get("connections", []):
+        heads = [h for c in plan.get("connections", []) for h in (c.heads if isinstance(c, EdgeChunk) else [c])]
+        for c in heads:
             key = (c.edge_population, c.edge_type_id)
             if key in seen:
                 continue
@@ -228,7 +234,7 @@ class NestEngine(Engine):
             self.stats["virtual"] += len(batch)
         self._virtual = []
 
-    def build_connections(self, batches: list[ConnectionBatch]) -> None:
+    def build_connections(self, batches: list[ConnectionBatch | EdgeChunk]) -> None:
         virtual_pops = {b.population for b in self._virtual}
         recurrent = [b for b in batches if b.source_population not in virtual_pops]
         from_virtual = [b for b in batches if b.source_population in virtual_pops]
@@ -249,8 +255,8 @@ class NestEngine(Engine):
         # (seconds at 100k cells), so it happens here, with the rest of the model build.
         self._connect_recorder()
 
-    def _connect(self, batches: list[ConnectionBatch], *, file_order: bool = False,
-                 then: list[ConnectionBatch] | None = None) -> None:
+    def _connect(self, batches: list[ConnectionBatch | EdgeChunk], *, file_order: bool = False,
+                 then: list[ConnectionBatch | EdgeChunk] | None = None) -> None:
         """Connect now, in the order that NEST connects fastest where no spike can change
         (locality.py), or keep a batch until the weight_recorder report that defines its synapse model.
         Each batch's edges are prepared on a worker thread while NEST connects the one before
@@ -259,19 +265,29 @@ class NestEngine(Engine):
         for group in (batches, then):
             if group is None:
                 continue
-            ready = []
-            for batch in group:
-                name = build.synapse_model_name(batch)
-                if name in self.nest.synapse_models:
-                    ready.append(batch)
+            ready, chunks = [], []
+            for item in group:
+                if isinstance(item, EdgeChunk):
+                    if all(build.synapse_model_name(h) in self._synapse_models for h in item.heads):
+                        chunks.append(pipeline.Part([], file_order, chunk=item))  # read in the pipeline
+                        continue
+                    loaded = item.load()  # a weight_recorder's model among them: read now, kept below
                 else:
-                    self._pending.setdefault(name, []).append(batch)
-            parts.append(pipeline.Part(ready, file_order))
+                    loaded = [item]
+                for batch in loaded:
+                    name = build.synapse_model_name(batch)
+                    if name in self._synapse_models:
+                        ready.append(batch)
+                    else:
+                        self._pending.setdefault(name, []).append(batch)
+            # a chunk shares no (source, target) pair with any other batch: ordered on its own
+            parts.extend([pipeline.Part(ready, file_order)] + chunks)
+            self.stats["edge_chunks"] += len(chunks)
         pipeline.connect_batches(parts, self.gid_map, float(self.settings.dt), self._connect_batch)
 
     def _connect_batch(self, batch: ConnectionBatch, edges: locality.Edges, reordered: bool) -> None:
         """One batch to NEST (main thread only), counted in the engine stats."""
-        build.connect(self.nest, batch, edges)
+        build.connect(self.nest, batch, edges, self._synapse_models)
         self.stats["edges"] += len(edges)  # on this rank (several ranks: the edges onto its neurons)
         self.stats["edges_reordered"] += len(edges) if reordered else 0
 
@@ -294,6 +310,7 @@ class NestEngine(Engine):
     def add_probe(self, spec: ProbeSpec) -> Probe:
         if spec.kind == "weight_recorder":
             probe = WeightRecorderProbe(self.nest, spec, self.gid_map, tstop=float(self.settings.tstop))
+            self._synapse_models.add(probe.template)
             # rows of a weight_recorder follow NEST's connection order: keep the file's
             self._connect(self._pending.pop(probe.template, []), file_order=True)
             self._probes_other.append(probe)

@@ -21,17 +21,26 @@ networks every batch: one synapse model), are made before that part's first batc
 (for the first part on both threads) and the first bad batch among them is the one
 reported. A bad batch after those is reported once the batches before it are connected
 (the serial loop checked every batch before connecting any).
+
+Streamed populations (:class:`~sonatarun.engines.base.EdgeChunk`, one part each) are read by
+the same worker: the step that reaches a chunk reads its columns (h5py leaves Python's lock
+during the reads), makes its batches and prepares the first one, all while NEST connects the
+batch before it; so the build no longer waits for every edge to be read before the first
+connect. A chunk's errors (CircuitError of its read) are raised like the worker's others.
 """
 from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sonatarun.engines.base import ConnectionBatch
+from sonatarun.engines.base import ConnectionBatch, EdgeChunk
 from sonatarun.engines.nest import build
 from sonatarun.engines.nest.locality import Edges, OrderPlan
 
@@ -42,10 +51,17 @@ Connect = Callable[[ConnectionBatch, Edges, bool], None]
 @dataclass
 class Part:
     """Batches judged together for the cache order (one engine call), connected in this order.
-    ``file_order``: keep every batch's file order (reports whose rows follow NEST's order)."""
+    ``file_order``: keep every batch's file order (reports whose rows follow NEST's order).
+    ``chunk``: the part's batches are an EdgeChunk's, read when the pipeline reaches it (on the
+    worker, while NEST connects the part before), and judged on their own (the chunk shares no
+    (source, target) pair with any other batch)."""
 
     batches: list[ConnectionBatch]
     file_order: bool = False
+    chunk: EdgeChunk | None = None
+
+    def load(self) -> list[ConnectionBatch]:
+        return self.chunk.load() if self.chunk is not None else self.batches
 
 
 @dataclass
@@ -55,38 +71,92 @@ class _Prepared:
     edges: list[Edges | None] = field(default_factory=list)  # batches prepared ahead (ranges), else None
 
 
+# Steps the worker may hold ready ahead of NEST: two, so that while NEST connects a chunk's large
+# first batch the worker prepares its small second one and goes on to read the next chunk.
+AHEAD = 2
+# Python's thread switch interval while the worker runs beside NEST. The worker needs the lock
+# back after each read or numpy call (dozens per chunk); waiting the default 5 ms before asking
+# for it each time left NEST without edges for up to a fifth of the build.
+SWITCH_INTERVAL = 2e-4
+
+
 def connect_batches(parts: list[Part], gid_map: build.GidMap, dt: float, connect: Connect) -> None:
     """``connect(batch, edges, reordered)`` on this thread for every batch of ``parts`` in order,
-    each batch's edges prepared on a worker thread while the batch before it connects."""
-    states = [_Prepared(p, OrderPlan([build.synapse_model_name(b) for b in p.batches], dt, file_order=p.file_order),
-                        [None] * len(p.batches)) for p in parts]
-    steps = [(s, i) for s in states for i in range(len(s.part.batches))]
-    if not steps:
+    the batches after the first prepared (and chunks read) on a worker thread, up to ``AHEAD``
+    of them ready while NEST connects."""
+    share: list[ThreadPoolExecutor | None] = [None]  # an idle thread the step being made may use
+    steps = _prepared(parts, gid_map, dt, share)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sonatarun-edges") as helper:
+        # the first step has nothing to overlap with: made here, the idle helper sharing its ordering
+        share[0] = helper
+        first = next(steps, None)
+        share[0] = None  # the later steps run on the worker, which has no idle thread beside it
+    if first is None:
         return
+    ahead: queue.Queue = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
 
-    def prepare(s: _Prepared, i: int, helper: ThreadPoolExecutor | None = None) -> tuple[Edges, bool]:
-        if i == 0:  # the ranges the order must know before the part's first batch connects
-            _edges_ahead(s, s.plan.shared[-1] + 1 if s.plan.shared else 0, gid_map, dt, helper)
-            s.plan.judge(s.edges)
-        if s.edges[i] is None:
-            s.edges[i] = build.connection_edges(s.part.batches[i], gid_map, dt)
-        ordered = s.plan.order(i, s.edges, helper)
-        edges, s.edges[i] = s.edges[i], None
-        return (ordered, True) if ordered is not None else (edges, False)  # type: ignore[return-value]
+    def offer(item: object) -> bool:
+        """Queue an item unless the main thread has stopped listening (its own error)."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sonatarun-edges") as worker:
-        # nothing to overlap the first batch with: the idle worker shares its ordering instead
-        ready: tuple[Edges, bool] | None = prepare(*steps[0], helper=worker)
-        for n, (s, i) in enumerate(steps):
-            upcoming: Future | None = worker.submit(prepare, *steps[n + 1]) if n + 1 < len(steps) else None
-            edges, reordered = ready  # type: ignore[misc]
+    def produce() -> None:
+        try:
+            for step in steps:
+                if not offer(step):
+                    return
+            offer(None)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread, in order
+            offer(exc)
+
+    worker = threading.Thread(target=produce, name="sonatarun-edges", daemon=True)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    worker.start()
+    try:
+        ready: tuple[ConnectionBatch, Edges, bool] | BaseException | None = first
+        while ready is not None:
+            if isinstance(ready, BaseException):
+                raise ready  # the worker's error, raised on this thread once the batches before it connected
+            batch, edges, reordered = ready
             ready = None
-            connect(s.part.batches[i], edges, reordered)
+            connect(batch, edges, reordered)
             del edges  # NEST has them: this batch's copy goes before the next one is taken
-            if upcoming is not None:
-                ready = upcoming.result()  # the worker's error, if any, is raised here, on this thread
-                upcoming = None
+            ready = ahead.get()
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(switch)
     _return_freed_memory()
+
+
+def _prepared(parts: list[Part], gid_map: build.GidMap, dt: float, share: list[ThreadPoolExecutor | None]):
+    """Every batch of ``parts`` in order, as (batch, edges as NEST gets them, reordered), made when
+    asked for (``next``: the first on the main thread, the others on the worker). ``share[0]``: an
+    idle thread the step being made may hand half of its ordering to, or None."""
+    for part in parts:
+        batches = part.load()
+        if not batches:
+            continue
+        s = _Prepared(Part(batches, part.file_order),
+                      OrderPlan([build.synapse_model_name(b) for b in batches], dt, file_order=part.file_order),
+                      [None] * len(batches))
+        # the ranges the order must know before the part's first batch connects
+        _edges_ahead(s, s.plan.shared[-1] + 1 if s.plan.shared else 0, gid_map, dt, share[0])
+        s.plan.judge(s.edges)
+        for i, batch in enumerate(batches):
+            if s.edges[i] is None:
+                s.edges[i] = build.connection_edges(batch, gid_map, dt)
+            ordered = s.plan.order(i, s.edges, share[0])
+            edges, s.edges[i] = s.edges[i], None
+            yield (batch, ordered, True) if ordered is not None else (batch, edges, False)
+            del edges, ordered
 
 
 def _return_freed_memory() -> None:
