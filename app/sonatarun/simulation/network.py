@@ -132,9 +132,10 @@ def _column(group: dict[str, np.ndarray], type_row: dict[str, Any], key: str, n:
     return h5
 
 
-# Edges per chunk for engines that stream them (the largest chunk; the first is an eighth):
-# big enough that a chunk's few dozen Python steps are nothing beside its numpy work, small
-# enough that the first read before anything overlaps stays short.
+# Edges per chunk for engines that stream them (the largest chunk; the first is an eighth;
+# populations of at most twice this stay whole): big enough that a chunk's few dozen Python
+# steps are nothing beside its numpy work, small enough that the first read before anything
+# overlaps stays short.
 EDGE_CHUNK = 2_000_000
 
 
@@ -154,9 +155,13 @@ def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params
     mixes groups. Splitting is one stable lexsort per population; no DataFrame is built unless
     a weight function needs one.
 
-    ``chunk_edges`` (engines that stream edges): a population that can be cut into chunks
-    (:func:`_chunks`) becomes EdgeChunks of growing size up to that many edges, read when the
-    engine loads them; only their targets and types are read here, for the same checks.
+    ``chunk_edges`` (engines that stream edges): a population of more than twice that many
+    edges that can be cut into chunks (:func:`_chunks`) becomes EdgeChunks of growing size up to
+    that many edges, read when the engine loads them; only their targets and types are read
+    here, for the same checks. Smaller populations stay whole: NEST connects their edges
+    faster than one thread reads and prepares them, and the streamed build was slower there
+    (bench_pointnet, 1 thread: 3M edges 1.2 s whole against 1.5-1.9 s streamed; 1M edges
+    0.6 against 0.8-0.9 s; 10M edges 5.4 s against 3.8-4.1 s).
     """
     batches: list[ConnectionBatch | EdgeChunk] = []
     joins = Counter((e.source_population, e.target_population) for e in circuit.edges)
@@ -168,7 +173,7 @@ def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params
         ids = np.arange(epop.size, dtype=np.int64) if every else epop.edge_ids_for_targets(mine)
         if len(ids) == 0:
             continue
-        if chunk_edges and len(ids) > chunk_edges // 8 and joins[(epop.source_population, epop.target_population)] == 1:
+        if chunk_edges and len(ids) > 2 * chunk_edges and joins[(epop.source_population, epop.target_population)] == 1:
             chunks = _chunks(epop, ids, every, chunk_edges, circuit, params, weight_fn)
             if chunks is not None:
                 batches.extend(chunks)
