@@ -222,8 +222,7 @@ def _chunks(epop, ids: np.ndarray, every: bool, chunk_edges: int, circuit: Circu
     (a per-edge h5 model_template is decided by a batch's first edge) and no weight function
     (a vectorised one sees its whole batch). Chunks grow from chunk_edges / 8 to chunk_edges,
     so the first one, read before anything else can run beside it, is small."""
-    if "model_template" in set().union(*epop.group_columns.values(), set()) or \
-            "weight_function" in set().union(*epop.group_columns.values(), set()):
+    if {"model_template", "weight_function"} & set().union(set(), *epop.group_columns.values()):
         return None
     wfn = epop.types.columns.get("weight_function")
     if wfn is not None and not all(is_missing(v) for v in wfn.tolist()):
