@@ -103,3 +103,4 @@ def test_a_bad_edge_in_a_later_chunk_stops_the_run_before_any_output(tmp_copy):
     proc = run_sonatarun("validate", str(ex / "config.simulation.json"), cwd=ex, env=env, check=False)
     assert proc.returncode == 2 and "beyond the populations' sizes" in proc.stdout + proc.stderr
     shutil.rmtree(out, ignore_errors=True)
+

@@ -131,15 +131,21 @@ def add_weight_recorder_report(ex: Path) -> Path:
     return config
 
 
-def test_weight_recorder_matches_bmtk(tmp_copy):
-    """BMTK PointNet's weight_recorder report: the same rows, weights within BMTK's 3 decimals."""
+@pytest.mark.parametrize("chunk", [None, 64])
+def test_weight_recorder_matches_bmtk(tmp_copy, chunk):
+    """BMTK PointNet's weight_recorder report: the same rows, weights within BMTK's 3 decimals.
+    ``chunk``: streaming on (the population of the recorded model is then read whole, in BMTK's
+    order, while the others stream)."""
     import pandas as pd
 
     ex = tmp_copy("point_nest")
     config = add_weight_recorder_report(ex)
     subprocess.run([sys.executable, str(ex / "run_bmtk.py"), str(config), "--output-dir", str(ex / "ob")],
                    cwd=ex, check=True, capture_output=True)
-    run_sonatarun("run", str(config), "--output-dir", str(ex / "os"), cwd=ex)
+    env = {"SONATARUN_EDGE_CHUNK": str(chunk)} if chunk else None
+    run_sonatarun("run", str(config), "--output-dir", str(ex / "os"), cwd=ex, env=env)
+    chunks = json.loads((ex / "os" / "sonatarun.json").read_text())["engine_stats"]["edge_chunks"]
+    assert (chunks > 0) == bool(chunk)
     a = pd.read_csv(ex / "ob" / "stdp_weights.csv", sep=" ")
     b = pd.read_csv(ex / "os" / "stdp_weights.csv", sep=" ")
     assert len(a) > 1000 and list(a.columns) == list(b.columns) and len(a) == len(b)

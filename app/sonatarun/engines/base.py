@@ -122,7 +122,9 @@ class EdgeChunk:
     may order each chunk's edges on its own. ``heads``: one edge-less batch per edge type of the
     population with its type-level fields (model_template, dynamics), for checks made before
     anything is read. ``load`` runs on whichever thread calls it and raises the errors the
-    whole read would (CircuitError, ConfigError).
+    whole read would (CircuitError, ConfigError). ``whole`` (shared by the population's chunks)
+    reads the population's batches as the plan makes them without streaming, for an engine that
+    needs them in that form (e.g. NEST connections whose order a report follows).
     """
 
     edge_population: str
@@ -131,6 +133,7 @@ class EdgeChunk:
     n_edges: int
     heads: list[ConnectionBatch]
     load: Callable[[], list[ConnectionBatch]] = field(repr=False)
+    whole: Callable[[], list[ConnectionBatch]] = field(repr=False)
 
     def __len__(self) -> int:
         return self.n_edges

@@ -251,7 +251,10 @@ def _chunks(epop, ids: np.ndarray, every: bool, chunk_edges: int, circuit: Circu
         known = {"target_node_id": target[a:b], "edge_type_id": etype[a:b]}  # not read twice
         return lambda: _population_batches(epop, ids[a:b], False, circuit, params, weight_fn, known)
 
-    return [EdgeChunk(epop.name, epop.source_population, epop.target_population, b - a, heads, loader(a, b))
+    def whole() -> list[ConnectionBatch]:
+        return _population_batches(epop, ids, every, circuit, params, weight_fn)
+
+    return [EdgeChunk(epop.name, epop.source_population, epop.target_population, b - a, heads, loader(a, b), whole)
             for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 

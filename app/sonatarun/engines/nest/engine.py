@@ -265,13 +265,18 @@ class NestEngine(Engine):
         for group in (batches, then):
             if group is None:
                 continue
-            ready, chunks = [], []
+            ready, chunks, whole = [], [], set()
             for item in group:
                 if isinstance(item, EdgeChunk):
                     if all(build.synapse_model_name(h) in self._synapse_models for h in item.heads):
                         chunks.append(pipeline.Part([], file_order, chunk=item))  # read in the pipeline
                         continue
-                    loaded = item.load()  # a weight_recorder's model among them: read now, kept below
+                    # a weight_recorder's model among them: its rows follow the connection order,
+                    # so the population is read now, whole, in the batches and order BMTK connects
+                    if item.edge_population in whole:
+                        continue
+                    whole.add(item.edge_population)
+                    loaded = item.whole()
                 else:
                     loaded = [item]
                 for batch in loaded:
