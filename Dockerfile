@@ -13,8 +13,9 @@
 #   PARALLEL_HDF5    1 (default) = h5py compiled against Debian's MPICH-built parallel HDF5 (the
 #                    compile is ~3.5 of the ~6 min cold build on 2 cores); 0 = the h5py wheel
 #                    (serial HDF5: sonatarun's ranks write through its serial path)
-#   NEST_FROM_SOURCE 1 = build NEST from its source release with MPI and OpenMP (+~20 min, not
-#                    built in CI); 0 (default) = the nest-simulator wheel (threads, no MPI)
+#   NEST_FROM_SOURCE 1 = build NEST from its source release with MPI and OpenMP (+~24 min the
+#                    first time on 2 cores; the container tests build it, as the image
+#                    sonatarun-mpinest); 0 (default) = the nest-simulator wheel (threads, no MPI)
 #   NEST_VERSION     NEST release for NEST_FROM_SOURCE=1 (its sdist on PyPI); default 3.10.0
 #   MECHANISMS_DIR   a directory of .mod files in the build context to compile into the image
 #   SONATARUN_UID    uid of the non-root user `sonata`; default 1000
@@ -126,9 +127,13 @@ COPY --from=appdir-build /AppDir /sonatarun.AppDir
 FROM os AS runtime
 ARG MECHANISMS_DIR=
 ARG SONATARUN_UID=1000
+ARG NEST_FROM_SOURCE=0
 RUN --mount=type=bind,target=/src \
     --mount=type=bind,from=build,source=/opt/sonatarun/venv,target=/tmp/venv \
     set -eu; \
+    if [ "$NEST_FROM_SOURCE" = 1 ]; then \
+        apt-get update; apt-get install -y --no-install-recommends libgsl27 libltdl7; \
+        apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; fi; \
     cp -a /tmp/venv /opt/sonatarun/venv; \
     install -d /opt/sonatarun/bin; \
     install -m 0755 /src/containers/entrypoint.sh /src/containers/mpi-env.sh \

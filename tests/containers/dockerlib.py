@@ -79,13 +79,17 @@ def image_exists(tag: str) -> bool:
     return docker("image", "inspect", tag, check=False).returncode == 0
 
 
-def ensure_image() -> str:
-    """The runtime image for the current sources: reused when built before, else built now."""
-    tag = f"sonatarun:ctx-{context_hash()}"
+def ensure_image(*, nest_from_source: bool = False) -> str:
+    """The runtime image for the current sources: reused when built before, else built now.
+    ``nest_from_source``: the variant with NEST compiled with MPI (``NEST_FROM_SOURCE=1``, its own
+    repository name; ~25 min the first time on 2 cores, then BuildKit's cache of that layer, which
+    depends only on pyproject.toml, constraints.txt and build-nest.sh, makes it a rebuild of seconds)."""
+    repo = "sonatarun-mpinest" if nest_from_source else "sonatarun"
+    tag = f"{repo}:ctx-{context_hash()}"
     if not image_exists(tag):
-        docker("build", "--network", "host", "-t", tag, "-t", "sonatarun:latest", str(ROOT),
-               timeout=BUILD_TIMEOUT)
-        forget_other_tags("sonatarun", tag)
+        extra = ("--build-arg", "NEST_FROM_SOURCE=1") if nest_from_source else ("-t", "sonatarun:latest")
+        docker("build", "--network", "host", *extra, "-t", tag, str(ROOT), timeout=BUILD_TIMEOUT)
+        forget_other_tags(repo, tag)
     return tag
 
 

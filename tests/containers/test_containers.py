@@ -6,6 +6,7 @@ cold on 2 cores) and the others reuse it.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,6 +96,30 @@ def test_image_runs_example_like_host_at_1_and_2_ranks_as_non_root(image, workdi
     docker_run(image, workdir, "mpiexec", "-n", "2", "sonatarun", "run", f"/data/{EXAMPLE}/{CONFIG}",
                "--output-dir", "/data/docker2")
     assert_same_spikes(read_spikes(workdir / "docker2" / "spikes.h5"), host_spikes[2], "docker, 2 ranks")
+
+
+@pytest.fixture(scope="module")
+def mpi_nest_image() -> str:
+    need(dockerlib.client() is not None, "a reachable Docker engine (bash .ci/setup-docker.sh)")
+    return dockerlib.ensure_image(nest_from_source=True)
+
+
+def test_mpi_nest_image_runs_nest_on_two_ranks_like_two_threads(mpi_nest_image, tmp_copy):
+    """The image variant with NEST compiled with MPI (NEST_FROM_SOURCE=1: what the engine's refusal
+    of several ranks with the NEST wheel points to): the point example on 2 ranks x 1 thread in the
+    container gives the spikes of the host's NEST wheel on 2 threads (the same virtual processes)."""
+    example = tmp_copy("point_nest")
+    for path in [example.parent, *example.parent.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    workdir = example.parent
+    run_sonatarun("run", str(example / CONFIG), "--output-dir", str(workdir / "host_t2"), "--threads", "2")
+    docker_run(mpi_nest_image, workdir, "mpiexec", "-n", "2", "sonatarun", "run", f"/data/point_nest/{CONFIG}",
+               "--output-dir", "/data/mpi2", "--threads", "1")
+    record = json.loads((workdir / "mpi2" / "sonatarun.json").read_text())
+    assert record["engine"] == "nest" and record["ranks"] == 2 and record["threads"] == 1
+    want = read_spikes(workdir / "host_t2" / "spikes.h5")
+    assert sum(len(ids) for ids, _ in want.values()) > 50
+    assert_same_spikes(read_spikes(workdir / "mpi2" / "spikes.h5"), want, "MPI NEST image, 2 ranks")
 
 
 def test_doctor_in_image_lists_both_engines(image, workdir):
