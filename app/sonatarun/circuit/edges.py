@@ -164,16 +164,30 @@ class EdgePopulation:
     def read_targets_and_types(self, edge_ids: np.ndarray, *, every_edge: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(target_node_id as int64, edge_type_id) of `edge_ids` (sorted): the two columns a plan
         needs before reading the rest, to cut the edges into chunks and check their types."""
+        ids = np.asarray(edge_ids, dtype=np.int64)
         with h5py.File(self.h5_path, "r") as f:
             g = f["edges"][self.name]
-            if "edge_type_id" not in g:
-                raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
-                                   key=f"/edges/{self.name}/edge_type_id")
+            core = self._core_reader(g, ids, every_edge, None)
+            return _int64(core("target_node_id")), _small_ids(self._edge_types(core))
 
-            def core(key: str) -> np.ndarray:
-                return g[key][()] if every_edge else read_rows(g[key], np.asarray(edge_ids, dtype=np.int64))
+    def _core_reader(self, g: h5py.Group, ids: np.ndarray, every_edge: bool, known: dict[str, np.ndarray] | None):
+        """core(key): a core column for `ids` (None where the file has none), from `known` if there."""
 
-            return _int64(core("target_node_id")), _small_ids(core("edge_type_id"))
+        def core(key: str) -> np.ndarray | None:
+            if known is not None and key in known:
+                return known[key]
+            if key not in g:
+                return None
+            return g[key][()] if every_edge else read_rows(g[key], ids)
+
+        return core
+
+    def _edge_types(self, core) -> np.ndarray:
+        etype = core("edge_type_id")
+        if etype is None:
+            raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
+                               key=f"/edges/{self.name}/edge_type_id")
+        return etype
 
     def read_columns(self, edge_ids: np.ndarray, *, every_edge: bool = False,
                      known: dict[str, np.ndarray] | None = None) -> "EdgeColumns":
@@ -187,18 +201,8 @@ class EdgePopulation:
         n = len(ids)
         with h5py.File(self.h5_path, "r") as f:
             g = f["edges"][self.name]
-
-            def core(key: str) -> np.ndarray | None:
-                if known is not None and key in known:
-                    return known[key]
-                if key not in g:
-                    return None
-                return g[key][()] if every_edge else read_rows(g[key], ids)
-
-            etype = core("edge_type_id")
-            if etype is None:
-                raise CircuitError(f"edge population '{self.name}' lacks 'edge_type_id'", file=self.h5_path,
-                                   key=f"/edges/{self.name}/edge_type_id")
+            core = self._core_reader(g, ids, every_edge, known)
+            etype = self._edge_types(core)
             group_id = core("edge_group_id")
             group_id = np.zeros(n, np.int64) if group_id is None else _small_ids(group_id)
             group_index = core("edge_group_index")

@@ -173,12 +173,16 @@ def connection_batches(config: SimulationConfig, circuit: Circuit, owned, params
         ids = np.arange(epop.size, dtype=np.int64) if every else epop.edge_ids_for_targets(mine)
         if len(ids) == 0:
             continue
-        if chunk_edges and len(ids) > 2 * chunk_edges and joins[(epop.source_population, epop.target_population)] == 1:
-            chunks = _chunks(epop, ids, every, chunk_edges, circuit, params, weight_fn)
+        known = None
+        if chunk_edges and len(ids) > 2 * chunk_edges and joins[(epop.source_population, epop.target_population)] == 1 \
+                and _streamable(epop):
+            target, etype = epop.read_targets_and_types(ids, every_edge=every)
+            chunks = _chunks(epop, ids, target, etype, chunk_edges, circuit, params, weight_fn)
             if chunks is not None:
                 batches.extend(chunks)
                 continue
-        batches.extend(_population_batches(epop, ids, every, circuit, params, weight_fn))
+            known = {"target_node_id": target, "edge_type_id": etype}  # not read twice
+        batches.extend(_population_batches(epop, ids, every, circuit, params, weight_fn, known))
     return batches
 
 
@@ -214,20 +218,22 @@ def _beyond(epop) -> None:
                        file=epop.h5_path, key=f"/edges/{epop.name}/source_node_id")
 
 
-def _chunks(epop, ids: np.ndarray, every: bool, chunk_edges: int, circuit: Circuit, params: ParamFiles,
-            weight_fn) -> list[EdgeChunk] | None:
-    """The population as EdgeChunks, or None where it stays whole: more than one chunk needs
-    targets in ascending order (the file sorted by target, as SONATA writers sort it: chunks cut
-    where the target changes hold disjoint targets), synapse models from the edge types CSV
-    (a per-edge h5 model_template is decided by a batch's first edge) and no weight function
-    (a vectorised one sees its whole batch). Chunks grow from chunk_edges / 8 to chunk_edges,
-    so the first one, read before anything else can run beside it, is small."""
+def _streamable(epop) -> bool:
+    """Synapse models from the edge types CSV (a per-edge h5 model_template is decided by a
+    batch's first edge) and no weight function (a vectorised one sees its whole batch)."""
     if {"model_template", "weight_function"} & set().union(set(), *epop.group_columns.values()):
-        return None
+        return False
     wfn = epop.types.columns.get("weight_function")
-    if wfn is not None and not all(is_missing(v) for v in wfn.tolist()):
-        return None
-    target, etype = epop.read_targets_and_types(ids, every_edge=every)
+    return wfn is None or all(is_missing(v) for v in wfn.tolist())
+
+
+def _chunks(epop, ids: np.ndarray, target: np.ndarray, etype: np.ndarray, chunk_edges: int, circuit: Circuit,
+            params: ParamFiles, weight_fn) -> list[EdgeChunk] | None:
+    """The population (`ids`, with their targets and edge types) as EdgeChunks, or None where it
+    stays whole: more than one chunk needs targets in ascending order (the file sorted by
+    target, as SONATA writers sort it: chunks cut where the target changes hold disjoint
+    targets). Chunks grow from chunk_edges / 8 to chunk_edges, so the first one, read before
+    anything else can run beside it, is small."""
     if len(target) > 1 and (target[1:] < target[:-1]).any():
         return None
     present = small_unique(etype).tolist()
@@ -252,7 +258,8 @@ def _chunks(epop, ids: np.ndarray, every: bool, chunk_edges: int, circuit: Circu
         return lambda: _population_batches(epop, ids[a:b], False, circuit, params, weight_fn, known)
 
     def whole() -> list[ConnectionBatch]:
-        return _population_batches(epop, ids, every, circuit, params, weight_fn)
+        return _population_batches(epop, ids, False, circuit, params, weight_fn,
+                                   {"target_node_id": target, "edge_type_id": etype})
 
     return [EdgeChunk(epop.name, epop.source_population, epop.target_population, b - a, heads, loader(a, b), whole)
             for a, b in zip(cuts[:-1], cuts[1:]) if b > a]

@@ -85,6 +85,9 @@ class NestEngine(Engine):
         except EngineError as exc:
             return [exc.render()]  # and do not import NEST: without MPI it exits under mpiexec -n >1
         nest = kernel.import_nest(quiet=True)
+        # each asked once: a kernel-status query is a collective call with an MPI NEST, and ranks
+        # see different edge types (each reads only the edges onto its own neurons)
+        node_models, synapse_models = set(nest.node_models), set(nest.synapse_models)
         extensions = bool(components.get("nest_modules"))  # models may come from modules not loaded yet
         recorded = {recorded_template(spec) for _, spec in plan.get("probes", [])
                     if spec.kind == "weight_recorder"}
@@ -100,7 +103,7 @@ class NestEngine(Engine):
             except EngineError as exc:
                 problems.append(exc.render())
                 continue
-            if not extensions and model.name not in nest.node_models:
+            if not extensions and model.name not in node_models:
                 problems.append(f"population '{b.population}', node type {b.node_type_id}: NEST has no model "
                                 f"'{model.name}' (model_template {b.model_template})")
         heads = [h for c in plan.get("connections", []) for h in (c.heads if isinstance(c, EdgeChunk) else [c])]
@@ -114,7 +117,7 @@ class NestEngine(Engine):
             except EngineError as exc:
                 problems.append(exc.render())
                 continue
-            if not extensions and name not in nest.synapse_models and name not in recorded:
+            if not extensions and name not in synapse_models and name not in recorded:
                 problems.append(f"edge population '{c.edge_population}', edge type {c.edge_type_id}: NEST has no "
                                 f"synapse model '{name}' (use e.g. static_synapse, stdp_synapse, tsodyks_synapse)")
         for stim in plan.get("stimuli", []):
